@@ -1,0 +1,7 @@
+"""Priors and proposal densities: ``sample``, ``log_prob``, ``sample_with_log_prob``."""
+
+from .base import Distribution
+from .normal import Normal
+from .uniform import UniformBox
+
+__all__ = ["Distribution", "Normal", "UniformBox"]

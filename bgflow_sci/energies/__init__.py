@@ -1,0 +1,24 @@
+"""Reduced energies ``u(x)`` in kT: the Energy protocol and the systems built on it."""
+
+from .base import Energy, ScaledEnergy
+from .double_well import DoubleWell2D
+from .gmm import GaussianMixture, GaussianMixture40
+from .many_well import ManyWell, ManyWell32
+from .muller_brown import MuellerBrown
+from .particles import DW4, LJ13, DoubleWellParticles, LennardJonesCluster, PairwiseParticleEnergy
+
+__all__ = [
+    "Energy",
+    "ScaledEnergy",
+    "DoubleWell2D",
+    "GaussianMixture",
+    "GaussianMixture40",
+    "ManyWell",
+    "ManyWell32",
+    "MuellerBrown",
+    "PairwiseParticleEnergy",
+    "DoubleWellParticles",
+    "DW4",
+    "LennardJonesCluster",
+    "LJ13",
+]

@@ -1,0 +1,47 @@
+"""Activation normalisation (Glow; Kingma & Dhariwal, NeurIPS 2018): elementwise ``y = x * exp(s) + b``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_batch
+from .base import Flow
+
+
+class ActNorm(Flow):
+    """Elementwise affine layer with data-dependent initialisation.
+
+    The first ``inverse`` call in training mode (data -> latent, as in maximum-likelihood training) sets
+    ``b`` and ``s`` to the batch mean and log standard deviation, so the latent side starts standardised.
+    ``initialize(y)`` does the same explicitly.  ``log|det dy/dx| = sum(s)`` for every sample.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.shift = nn.Parameter(torch.zeros(dim))
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def initialize(self, y: Tensor) -> None:
+        """Set ``b, s`` so that ``inverse(y)`` has zero mean and unit variance per dimension."""
+        check_batch(y, self.dim)
+        if y.shape[0] < 2:
+            raise ValueError("ActNorm data-dependent initialisation needs a batch of at least 2 samples")
+        self.shift.copy_(y.mean(0))
+        self.log_scale.copy_(torch.log(y.std(0) + self.eps))
+        self.initialized.fill_(True)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_batch(x, self.dim)
+        y = x * torch.exp(self.log_scale) + self.shift
+        return y, self.log_scale.sum().expand(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_batch(y, self.dim)
+        if self.training and not bool(self.initialized) and y.shape[0] > 1:
+            self.initialize(y)
+        x = (y - self.shift) * torch.exp(-self.log_scale)
+        return x, (-self.log_scale.sum()).expand(y.shape[0])
