@@ -37,10 +37,11 @@ class BoltzmannGenerator(Distribution):
     def __init__(self, prior: Distribution, flow: Flow, target: Energy | None = None):
         super().__init__()
         self.prior, self.flow, self.target = prior, flow, target
-        self.dim = prior.dim
+        self.latent_dim = prior.dim
+        self.dim = getattr(flow, "output_dim", None) or prior.dim
         self.context_dim = max(getattr(prior, "context_dim", 0), getattr(flow, "context_dim", 0))
-        if target is not None and target.dim != prior.dim:
-            raise ValueError(f"prior has dim {prior.dim} but target energy has dim {target.dim}")
+        if target is not None and target.dim != self.dim:
+            raise ValueError(f"the flow produces samples of dim {self.dim} but the target energy has dim {target.dim}")
 
     def sample_with_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``x = f(z)`` and ``log q(x)``, differentiable with respect to the flow's parameters."""

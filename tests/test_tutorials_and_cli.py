@@ -28,7 +28,7 @@ def test_cli_demo_quick(tmp_path):
         [sys.executable, "-m", "bgflow_sci.cli", "demo", "--quick", "--no-progress", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr
     assert "ESS" in proc.stdout and "±" in proc.stdout

@@ -1,7 +1,8 @@
 """Priors and proposal densities: ``sample``, ``log_prob``, ``sample_with_log_prob``."""
 
 from .base import Distribution
+from .joint import Joint
 from .normal import Normal
 from .uniform import UniformBox
 
-__all__ = ["Distribution", "Normal", "UniformBox"]
+__all__ = ["Distribution", "Joint", "Normal", "UniformBox"]

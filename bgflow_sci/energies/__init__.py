@@ -2,10 +2,13 @@
 
 from .base import Energy, ScaledEnergy
 from .double_well import DoubleWell2D
+from .forcefield import TorchForceField
 from .gmm import GaussianMixture, GaussianMixture40
 from .many_well import ManyWell, ManyWell32
 from .muller_brown import MuellerBrown
+from .openmm import OpenMMEnergy
 from .particles import DW4, LJ13, DoubleWellParticles, LennardJonesCluster, PairwiseParticleEnergy
+from .phase_space import PhaseSpaceEnergy
 
 __all__ = [
     "Energy",
@@ -16,9 +19,12 @@ __all__ = [
     "ManyWell",
     "ManyWell32",
     "MuellerBrown",
+    "OpenMMEnergy",
     "PairwiseParticleEnergy",
     "DoubleWellParticles",
     "DW4",
     "LennardJonesCluster",
     "LJ13",
+    "TorchForceField",
+    "PhaseSpaceEnergy",
 ]

@@ -1,21 +1,54 @@
 """Bijections in the Boltzmann-generator direction (latent -> sample).  See :class:`Flow`."""
 
 from .actnorm import ActNorm
+from .affine import Affine
+from .autoregressive import MADE, MaskedAutoregressive
 from .base import Flow, Inverse, Sequential
-from .coupling import AffineCoupling, half_mask
+from .continuous import ContinuousFlow, VectorField
+from .coupling import AffineCoupling, Coupling, half_mask
+from .elementwise import CircularShift, Elementwise
+from .internal import InternalCoordinates, ZMatrix
+from .linear import LULinear
 from .nets import MLP
 from .permutation import Permutation, Swap
-from .realnvp import real_nvp
+from .realnvp import neural_spline_flow, real_nvp
+from .smooth import RootFindingError, SmoothMixture
+from .splines import RationalQuadraticSpline, rational_quadratic_spline
+from .stochastic import InterpolatedEnergy, MetropolisMC, OverdampedLangevin, PositionsOnly, UnderdampedLangevin
+from .transformers import Domain, Transformer
 
 __all__ = [
     "ActNorm",
+    "Affine",
     "AffineCoupling",
+    "CircularShift",
+    "Domain",
+    "ContinuousFlow",
+    "Coupling",
+    "Elementwise",
     "Flow",
     "Inverse",
+    "InterpolatedEnergy",
+    "InternalCoordinates",
+    "LULinear",
+    "MADE",
+    "MaskedAutoregressive",
+    "MetropolisMC",
     "MLP",
+    "OverdampedLangevin",
     "Permutation",
+    "PositionsOnly",
+    "RationalQuadraticSpline",
+    "RootFindingError",
     "Sequential",
+    "SmoothMixture",
     "Swap",
+    "Transformer",
+    "UnderdampedLangevin",
+    "VectorField",
+    "ZMatrix",
     "half_mask",
+    "neural_spline_flow",
+    "rational_quadratic_spline",
     "real_nvp",
 ]

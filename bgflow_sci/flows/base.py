@@ -22,6 +22,11 @@ class Flow(nn.Module):
     dim: int
     context_dim: int = 0
 
+    @property
+    def output_dim(self) -> int:
+        """Dimension of the forward output (``dim`` unless the flow changes dimension, e.g. internal coordinates)."""
+        return self.dim
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
         raise NotImplementedError
 
@@ -39,6 +44,10 @@ class Sequential(Flow):
         self.flows = nn.ModuleList(flows)
         self.dim = getattr(flows[0], "dim", None)
         self.context_dim = max(getattr(f, "context_dim", 0) for f in flows)
+
+    @property
+    def output_dim(self) -> int:
+        return self.flows[-1].output_dim
 
     def __len__(self) -> int:
         return len(self.flows)

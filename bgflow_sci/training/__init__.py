@@ -1,14 +1,26 @@
 """Losses and the one Trainer that drives every model of the package."""
 
-from .losses import MaximumLikelihood, ReverseKL, linlog_cut
-from .trainer import EqualityConstraint, Trainer, read_metrics, seed_everything
+from .flow_matching import FlowMatching, ot_pairing
+from .losses import ForceMatching, MaximumLikelihood, ReverseKL, linlog_cut
+from .mdmm import EqualityConstraint, InequalityConstraint, MDMMConstraint
+from .mmd import MMDLoss, MultiScaleRBF, mmd2, mmd_noise_floor
+from .trainer import Trainer, read_metrics, seed_everything
 
 __all__ = [
     "EqualityConstraint",
+    "FlowMatching",
+    "ForceMatching",
+    "InequalityConstraint",
+    "MDMMConstraint",
+    "MMDLoss",
     "MaximumLikelihood",
+    "MultiScaleRBF",
     "ReverseKL",
     "Trainer",
     "linlog_cut",
+    "mmd2",
+    "mmd_noise_floor",
+    "ot_pairing",
     "read_metrics",
     "seed_everything",
 ]

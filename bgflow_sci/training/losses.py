@@ -75,3 +75,55 @@ class ReverseKL:
             self.n_dropped += int((~ok).sum())
             terms = terms[ok]
         return terms.mean()
+
+
+class ForceMatching:
+    """Force matching (Köhler, Krämer, Noé, NeurIPS 2021): ``E_data |∇ₓ log q(x) - F_ref(x)|²``.
+
+    ``∇ₓ log q = -∇ₓ(-log q)`` is the model's force in units of kT per length unit; ``forces_kT`` are the
+    reference forces already divided by kT (``F / kT``).  The squared norm is summed over coordinates and
+    averaged over the minibatch.  The parameter gradient differentiates through ``∇ₓ log q``
+    (``create_graph``), so every layer of the flow's inverse must be twice differentiable — e.g. smooth flows
+    (:class:`~bgflow_sci.flows.smooth.SmoothMixture`), not piecewise splines, whose forces jump at knots.
+
+    Args:
+        model: a density model with ``log_prob(x, context)`` and ``dim`` (e.g. a ``BoltzmannGenerator``).
+        positions: ``(n, dim)`` configurations.
+        forces_kT: ``(n, dim)`` reference forces divided by kT.
+        batch_size: minibatch size, drawn with replacement; ``None`` uses every sample in order.
+        context: optional ``(n, context_dim)`` conditioning aligned with ``positions``.
+    """
+
+    def __init__(
+        self,
+        model: Distribution,
+        positions: Tensor,
+        forces_kT: Tensor,
+        batch_size: int | None = 256,
+        context: Tensor | None = None,
+    ):
+        check_batch(positions, model.dim, "positions")
+        check_batch(forces_kT, model.dim, "forces_kT")
+        if len(positions) == 0 or len(forces_kT) != len(positions):
+            raise ValueError(
+                f"positions and forces_kT must hold the same positive number of rows, got "
+                f"{len(positions)} and {len(forces_kT)}"
+            )
+        if not (torch.isfinite(positions).all() and torch.isfinite(forces_kT).all()):
+            raise ValueError("positions and forces_kT must be finite")
+        if context is not None and len(context) != len(positions):
+            raise ValueError(f"context must have {len(positions)} rows, got {len(context)}")
+        self.model, self.positions, self.forces, self.batch_size = model, positions, forces_kT, batch_size
+        self.context = context
+
+    def __call__(self) -> Tensor:
+        if self.batch_size is None:
+            x, f_ref, ctx = self.positions, self.forces, self.context
+        else:
+            idx = torch.randint(len(self.positions), (self.batch_size,), device=self.positions.device)
+            x, f_ref = self.positions[idx], self.forces[idx]
+            ctx = None if self.context is None else self.context[idx]
+        x = x.detach().clone().requires_grad_(True)
+        log_q = self.model.log_prob(x, ctx)
+        (model_force,) = torch.autograd.grad(log_q.sum(), x, create_graph=True)
+        return (model_force - f_ref).pow(2).sum(-1).mean()

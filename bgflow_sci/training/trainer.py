@@ -29,6 +29,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .mdmm import EqualityConstraint
+
 __all__ = [
     "Constraint",
     "EqualityConstraint",
@@ -84,33 +86,6 @@ class Constraint(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> Any: ...
-
-
-class EqualityConstraint(nn.Module):
-    """Minimal MDMM equality constraint ``g() = 0``: term ``λ g + (damping/2) g²``, ascent step ``lr`` on ``λ``.
-
-    ``fn`` is a zero-argument callable returning the scalar constraint value ``g``.
-    """
-
-    def __init__(self, fn: Callable[[], Tensor], damping: float = 1.0, lr: float = 1e-2, init: float = 0.0):
-        super().__init__()
-        self.fn = fn
-        self.damping = float(damping)
-        self.lr = float(lr)
-        self.multiplier = nn.Parameter(torch.tensor(float(init)))
-        self._g: Tensor | None = None
-
-    def forward(self) -> Tensor:  # noqa: D102
-        g = self.fn()
-        self._g = g.detach()
-        return self.multiplier * g + 0.5 * self.damping * g * g
-
-    def log_values(self) -> dict[str, Tensor]:
-        """The last constraint value ``g`` and the multiplier ``λ``."""
-        out = {"lambda": self.multiplier.detach()}
-        if self._g is not None:
-            out["g"] = self._g
-        return out
 
 
 def _schedule_factor(kind: str, warmup: int, total: int | None, final: float) -> Callable[[int], float]:

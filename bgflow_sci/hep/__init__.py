@@ -1,0 +1,81 @@
+"""High-energy physics: ROOT I/O, a synthetic H→γγ-like sample, real test files, preprocessing, quantile-mapping
+baselines, sim-to-data metrics and plots.
+
+The ROOT-facing parts (:mod:`.io`, :mod:`.datasets`) need ``uproot`` and ``awkward`` (``pip install bgflow_sci[hep]``)
+and are imported on first use, so the rest of this package works without them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .metrics import (
+    classifier_auc,
+    compare,
+    correlation_difference,
+    format_table,
+    mmd_test,
+    wasserstein_1d,
+    weighted_auc,
+    weighted_correlation,
+)
+from .preprocessing import PhysicsPreprocessor
+from .quantile import ChainedQuantileMapper, QuantileMapper
+from .synthetic import CORRECTED, KINEMATICS, from_photon_table, generate, photon_table, true_correction, write_root
+
+_LAZY = {
+    "read_tree": "io",
+    "iterate_tree": "io",
+    "flatten_objects": "io",
+    "unflatten_objects": "io",
+    "write_corrected": "io",
+    "load_hzz_muons": "datasets",
+    "load_zmumu": "datasets",
+    "dimuon_mass": "datasets",
+    "plot_variables": "plots",
+    "plot_correlations": "plots",
+    "plot_mass": "plots",
+}
+
+__all__ = [
+    "CORRECTED",
+    "KINEMATICS",
+    "ChainedQuantileMapper",
+    "PhysicsPreprocessor",
+    "QuantileMapper",
+    "classifier_auc",
+    "compare",
+    "correlation_difference",
+    "dimuon_mass",
+    "flatten_objects",
+    "format_table",
+    "from_photon_table",
+    "generate",
+    "iterate_tree",
+    "load_hzz_muons",
+    "load_zmumu",
+    "mmd_test",
+    "photon_table",
+    "plot_correlations",
+    "plot_mass",
+    "plot_variables",
+    "read_tree",
+    "true_correction",
+    "unflatten_objects",
+    "wasserstein_1d",
+    "weighted_auc",
+    "weighted_correlation",
+    "write_corrected",
+    "write_root",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

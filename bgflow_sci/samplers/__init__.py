@@ -1,0 +1,65 @@
+"""Batched samplers over any :class:`~bgflow_sci.energies.Energy`: chains are the rows of a batch.
+
+Kernels (``MCMCKernel.step(state, generator) -> state``): :class:`RandomWalkMetropolis`, :class:`MALA`, :class:`HMC`
+(Metropolis-adjusted, step sizes adapted during warm-up), :class:`OverdampedLangevin`, :class:`UnderdampedLangevin`
+(unadjusted), :class:`ParallelTempering` (replica exchange). :class:`Sampler` runs a kernel with thinning, burn-in,
+progress bar, diagnostics and bit-for-bit checkpoints; :class:`AnnealedImportanceSampler` estimates ``log Z``.
+The single-step updates in :mod:`bgflow_sci.samplers.steps` are pure functions, reusable by stochastic flow layers.
+"""
+
+from .adaptation import DualAveraging
+from .ais import AISResult, AnnealedImportanceSampler, check_betas, default_betas
+from .base import MCMCKernel, MetropolisKernel, check_step_size
+from .diagnostics import autocorrelation, effective_sample_size, integrated_autocorrelation_time
+from .kernels import HMC, MALA, RandomWalkMetropolis
+from .langevin import OverdampedLangevin, UnderdampedLangevin
+from .potentials import EnergyPotential, InterpolatedPotential, Potential, TemperedPotential, energy_and_force
+from .sampler import Sampler, SamplerRun
+from .state import ChainState
+from .steps import (
+    acceptance_probability,
+    baoab_step,
+    langevin_log_transition,
+    leapfrog,
+    metropolis_accept,
+    overdamped_langevin_step,
+    random_walk_step,
+)
+from .tempering import ParallelTempering, check_temperatures, geometric_ladder
+
+__all__ = [
+    "AISResult",
+    "AnnealedImportanceSampler",
+    "ChainState",
+    "DualAveraging",
+    "EnergyPotential",
+    "HMC",
+    "InterpolatedPotential",
+    "MALA",
+    "MCMCKernel",
+    "MetropolisKernel",
+    "OverdampedLangevin",
+    "ParallelTempering",
+    "Potential",
+    "RandomWalkMetropolis",
+    "Sampler",
+    "SamplerRun",
+    "TemperedPotential",
+    "UnderdampedLangevin",
+    "acceptance_probability",
+    "autocorrelation",
+    "baoab_step",
+    "check_betas",
+    "check_step_size",
+    "check_temperatures",
+    "default_betas",
+    "effective_sample_size",
+    "energy_and_force",
+    "geometric_ladder",
+    "integrated_autocorrelation_time",
+    "langevin_log_transition",
+    "leapfrog",
+    "metropolis_accept",
+    "overdamped_langevin_step",
+    "random_walk_step",
+]
