@@ -21,7 +21,7 @@ from .distributions import Normal
 from .energies import DoubleWell2D
 from .flows import real_nvp
 from .plotting import plot_2d_densities, plot_free_energy_profiles, plot_metrics
-from .training import MaximumLikelihood, ReverseKL, Trainer
+from .training.recipes import ml_then_kl
 
 
 @dataclass(frozen=True)
@@ -62,17 +62,15 @@ def run_demo(
     bg = BoltzmannGenerator(Normal(2), real_nvp(2, config.n_blocks, config.hidden), target).to(device, dtype)
     data = target.sample_exact(config.n_data).to(device, dtype)
 
-    ml_steps, total = config.ml_steps, config.ml_steps + config.kl_steps
-    trainer = Trainer(
+    total = config.ml_steps + config.kl_steps
+    trainer = ml_then_kl(
         bg,
-        losses={"ml": MaximumLikelihood(bg, data, config.batch_size), "kl": ReverseKL(bg, config.batch_size)},
-        weights={
-            "ml": lambda step: 1.0 if step < ml_steps else config.ml_anchor,
-            "kl": lambda step: 0.0 if step < ml_steps else 1.0,
-        },
+        data,
+        config.ml_steps,
+        config.kl_steps,
+        batch_size=config.batch_size,
+        ml_anchor=config.ml_anchor,
         lr=config.lr,
-        total_steps=total,
-        schedule="cosine",
         log_path=out / "metrics.jsonl",
         seed=config.seed,
         progress=progress,

@@ -4,6 +4,7 @@ from .flow_matching import FlowMatching, ot_pairing
 from .losses import ForceMatching, MaximumLikelihood, ReverseKL, linlog_cut
 from .mdmm import EqualityConstraint, InequalityConstraint, MDMMConstraint
 from .mmd import MMDLoss, MultiScaleRBF, mmd2, mmd_noise_floor
+from .recipes import ml_then_kl
 from .trainer import Trainer, read_metrics, seed_everything
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "ReverseKL",
     "Trainer",
     "linlog_cut",
+    "ml_then_kl",
     "mmd2",
     "mmd_noise_floor",
     "ot_pairing",

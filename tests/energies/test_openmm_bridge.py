@@ -1,0 +1,207 @@
+"""OpenMMEnergy against direct OpenMM Context evaluations, in-process and through the worker pool."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+openmm = pytest.importorskip("openmm")
+from openmm import unit  # noqa: E402
+
+from bgflow_sci.energies import OpenMMEnergy  # noqa: E402
+from bgflow_sci.energies.openmm import MOLAR_GAS_CONSTANT  # noqa: E402
+from bgflow_sci.systems import load_system  # noqa: E402
+
+T = 300.0
+KT = MOLAR_GAS_CONSTANT * T
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", params=["vacuum", "obc2"])
+def alanine(request):
+    _, system, positions = load_system("alanine_dipeptide").build_openmm_system(request.param)
+    return system, positions
+
+
+@pytest.fixture(scope="module")
+def vacuum():
+    _, system, positions = load_system("alanine_dipeptide").build_openmm_system("vacuum")
+    return system, positions
+
+
+@pytest.fixture(scope="module")
+def pool(alanine):
+    with OpenMMEnergy(alanine[0], T, n_workers=2, chunk_size=3) as energy:
+        yield energy
+
+
+def perturbed(positions: np.ndarray, n: int, scale: float = 0.01, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.as_tensor(positions.reshape(1, -1) + scale * rng.standard_normal((n, positions.size)))
+
+
+def direct(system, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Independent reference: one fresh Reference-platform Context, energies in kT and forces in kT/nm."""
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    energies, forces = [], []
+    for row in x.double().numpy():
+        context.setPositions(row.reshape(-1, 3) * unit.nanometer)
+        state = context.getState(getEnergy=True, getForces=True)
+        energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / KT)
+        forces.append(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer) / KT)
+    return np.array(energies), np.stack(forces).reshape(len(x), -1)
+
+
+def test_serial_matches_openmm(alanine):
+    system, positions = alanine
+    x = perturbed(positions, 7)
+    u_ref, f_ref = direct(system, x)
+    energy = OpenMMEnergy(system, T, n_workers=1)
+    u, f = energy.energy_and_force(x)
+    assert u.dtype == torch.float64 and f.shape == x.shape
+    np.testing.assert_allclose(u.numpy(), u_ref, rtol=1e-8)
+    np.testing.assert_allclose(f.numpy(), f_ref, rtol=1e-8, atol=1e-8 * np.abs(f_ref).max())
+    np.testing.assert_allclose(energy.energy(x).numpy(), u_ref, rtol=1e-8)
+    assert energy.reset_invalid_count() == 0
+
+
+def test_pool_matches_openmm(alanine, pool):
+    system, positions = alanine
+    x = perturbed(positions, 10, seed=1)  # 4 chunks of <= 3 over 2 workers
+    u_ref, f_ref = direct(system, x)
+    u, f = pool.energy_and_force(x)
+    np.testing.assert_allclose(u.numpy(), u_ref, rtol=1e-8)
+    np.testing.assert_allclose(f.numpy(), f_ref, rtol=1e-8, atol=1e-8 * np.abs(f_ref).max())
+    np.testing.assert_allclose(pool.force(x).numpy(), f_ref, rtol=1e-8, atol=1e-8 * np.abs(f_ref).max())
+    assert pool.energy(x[:0]).shape == (0,)
+
+
+def test_autograd_force_is_minus_gradient(alanine, pool):
+    system, positions = alanine
+    x = perturbed(positions, 4, seed=2).requires_grad_(True)
+    u = pool.energy(x)
+    (grad,) = torch.autograd.grad((u * torch.arange(1.0, 5.0, dtype=u.dtype)).sum(), x)
+    f = pool.force(x.detach())
+    np.testing.assert_allclose(grad.numpy(), -(f * torch.arange(1.0, 5.0, dtype=u.dtype)[:, None]).numpy(), rtol=1e-12)
+    # the force is the gradient of the energy: central differences along a random direction
+    v = torch.randn_like(x, dtype=torch.float64)
+    v /= v.norm(dim=1, keepdim=True)
+    eps = 1e-5
+    slope = (pool.energy(x.detach() + eps * v) - pool.energy(x.detach() - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(slope.numpy(), -(f * v).sum(1).numpy(), rtol=1e-5, atol=1e-3)
+
+
+def test_float32_in_float32_out(alanine):
+    system, positions = alanine
+    x = perturbed(positions, 3)
+    energy = OpenMMEnergy(system, T)
+    u32 = energy.energy(x.float())
+    assert u32.dtype == torch.float32
+    np.testing.assert_allclose(u32.double().numpy(), energy.energy(x.float().double()).numpy(), rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_invalid_configurations(alanine, pool, workers):
+    system, positions = alanine
+    energy = OpenMMEnergy(system, T, n_workers=1) if workers == 1 else pool
+    energy.reset_invalid_count()
+    x = perturbed(positions, 5, seed=3)
+    x[1, 4] = float("nan")
+    x[2, 7] = float("inf")
+    x[3, 3:6] = x[3, 0:3]  # two atoms on top of each other: Coulomb/LJ explode
+    u, f = energy.energy_and_force(x)
+    assert torch.isinf(u[1:4]).all() and (u[1:4] > 0).all()
+    assert torch.isfinite(u[[0, 4]]).all()
+    assert (f[1:4] == 0).all() and torch.isfinite(f).all()
+    assert energy.reset_invalid_count() == 3
+    u2 = energy.energy(x)
+    assert torch.equal(torch.isinf(u2), torch.isinf(u)) and energy.reset_invalid_count() == 3
+    # autograd through invalid rows gives zero gradient there, not NaN
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(torch.where(torch.isfinite(u2), energy.energy(xg), 0).sum(), xg)
+    assert torch.isfinite(g).all() and (g[1:4] == 0).all()
+
+
+def test_energy_threshold(alanine):
+    system, positions = alanine
+    x = perturbed(positions, 2)
+    u = OpenMMEnergy(system, T).energy(x)
+    capped = OpenMMEnergy(system, T, max_energy=float(u.min()) + 1e-6)
+    assert torch.equal(torch.isinf(capped.energy(x)), u > u.min())
+    assert capped.reset_invalid_count() == 1
+
+
+def test_bad_input(alanine):
+    system, _ = alanine
+    energy = OpenMMEnergy(system, T)
+    with pytest.raises(ValueError, match=r"\(batch, 66\)"):
+        energy.energy(torch.zeros(2, 65))
+    with pytest.raises(ValueError, match="temperature"):
+        OpenMMEnergy(system, -1.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        OpenMMEnergy(system, T, chunk_size=0)
+
+
+def _broken_system() -> openmm.System:
+    """A System whose Context cannot be created (unparsable custom expression): fails inside each worker."""
+    system = openmm.System()
+    system.addParticle(1.0)
+    force = openmm.CustomExternalForce("x +* 2")
+    force.addParticle(0, [])
+    system.addForce(force)
+    return system
+
+
+def test_worker_error_is_reraised_with_traceback():
+    with pytest.raises(RuntimeError, match="worker 0 failed to start") as info:
+        OpenMMEnergy(_broken_system(), T, n_workers=2)
+    assert "Traceback" in str(info.value) and "Context" in str(info.value)
+    with pytest.raises(Exception, match="(?i)parse|unexpected|syntax|token"):
+        OpenMMEnergy(_broken_system(), T, n_workers=1)
+
+
+def test_dead_worker_raises_and_closes(vacuum):
+    system, positions = vacuum
+    energy = OpenMMEnergy(system, T, n_workers=2, timeout=30.0)
+    energy._processes[1].kill()
+    energy._processes[1].join(5.0)
+    with pytest.raises(RuntimeError, match="worker 1 .*died"):
+        energy.energy(perturbed(positions, 4))
+    assert energy.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        energy.energy(perturbed(positions, 1))
+
+
+def test_error_during_evaluation_is_reraised_and_closes(vacuum):
+    system, positions = vacuum
+    with OpenMMEnergy(system, T, n_workers=2) as energy:
+        processes = list(energy._processes)
+        assert torch.isfinite(energy.energy(perturbed(positions, 2))).all()
+        energy._send(0, ((0, 0), None))  # a malformed chunk: not about one configuration, fails in worker 0
+        with pytest.raises(RuntimeError, match="(?s)worker 0 raised; worker traceback:.*TypeError"):
+            energy.energy(perturbed(positions, 4))
+        assert energy.closed  # the pool is dropped after an error
+    assert not any(p.is_alive() for p in processes)
+    energy.close()  # idempotent
+
+
+def test_script_exits_without_close():
+    script = textwrap.dedent(
+        """
+        import torch
+        from bgflow_sci.energies import OpenMMEnergy
+        from bgflow_sci.systems import load_system
+        _, system, pos = load_system("alanine_dipeptide").build_openmm_system("vacuum")
+        energy = OpenMMEnergy(system, 300.0, n_workers=2)
+        print("energy", float(energy.energy(torch.as_tensor(pos.reshape(1, -1)))[0]))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("energy ")

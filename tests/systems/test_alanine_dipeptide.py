@@ -1,0 +1,149 @@
+"""The alanine dipeptide system folder: loader, OpenMM systems, MD script and the shipped reference data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+openmm = pytest.importorskip("openmm")
+from openmm import unit  # noqa: E402
+
+from bgflow_sci.systems import SYSTEMS_DIR, available_systems, load_system  # noqa: E402
+
+ad = load_system("alanine_dipeptide")
+
+
+def test_loader_by_name_folder_module_and_config():
+    assert "alanine_dipeptide" in available_systems()
+    folder = SYSTEMS_DIR / "alanine_dipeptide"
+    for key in (folder, folder / "system.py", folder / "config.json", str(folder)):
+        assert load_system(key) is ad
+    with pytest.raises(FileNotFoundError, match="available systems: .*alanine_dipeptide"):
+        load_system("no_such_molecule")
+
+
+@pytest.mark.parametrize("solvent", ["vacuum", "obc2"])
+def test_build_openmm_system(solvent):
+    top, system, positions = ad.build_openmm_system(solvent)
+    assert top.getNumAtoms() == system.getNumParticles() == 22 and positions.shape == (22, 3)
+    assert [r.name for r in top.residues()] == ["ACE", "ALA", "NME"]
+    forces = {type(f).__name__: f for f in system.getForces()}
+    expected = {"HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce", "NonbondedForce", "CMMotionRemover"}
+    assert set(forces) == expected | ({"GBSAOBCForce"} if solvent == "obc2" else set())
+    assert forces["NonbondedForce"].getNonbondedMethod() == openmm.NonbondedForce.NoCutoff
+    assert system.getNumConstraints() == 0
+    if solvent == "obc2":
+        gb = forces["GBSAOBCForce"]
+        assert gb.getSoluteDielectric() == 1.0 and gb.getSolventDielectric() == pytest.approx(78.3)  # amber99_obc.xml
+        assert gb.getNonbondedMethod() == gb.NoCutoff
+    # bonds of the PDB structure sit near their force-field minima (independent check of the atom order)
+    bonds = forces["HarmonicBondForce"]
+    lengths = [bonds.getBondParameters(i) for i in range(bonds.getNumBonds())]
+    r = [np.linalg.norm(positions[i] - positions[j]) for i, j, *_ in lengths]
+    r0 = [b0.value_in_unit(unit.nanometer) for _, _, b0, _ in lengths]
+    np.testing.assert_allclose(r, r0, atol=0.01)
+    with pytest.raises(ValueError, match="solvent"):
+        ad.build_openmm_system("water")
+
+
+def test_backbone_dihedrals_against_numpy():
+    rng = np.random.default_rng(0)
+    _, _, pos = ad.build_openmm_system("vacuum")
+    x = pos[None] + 0.02 * rng.standard_normal((5, 22, 3))
+
+    def dihedral(p, idx):
+        b0, b1, b2 = p[:, idx[0]] - p[:, idx[1]], p[:, idx[2]] - p[:, idx[1]], p[:, idx[3]] - p[:, idx[2]]
+        b1n = b1 / np.linalg.norm(b1, axis=1, keepdims=True)
+        v = b0 - (b0 * b1n).sum(1, keepdims=True) * b1n
+        w = b2 - (b2 * b1n).sum(1, keepdims=True) * b1n
+        return np.arctan2((np.cross(b1n, v) * w).sum(1), (v * w).sum(1))
+
+    phi, psi = ad.backbone_dihedrals(x)
+    np.testing.assert_allclose(phi, dihedral(x, ad.PHI_ATOMS), atol=1e-5)
+    np.testing.assert_allclose(psi, dihedral(x, ad.PSI_ATOMS), atol=1e-5)
+
+
+def test_missing_data_names_the_command(monkeypatch, tmp_path):
+    monkeypatch.setattr(ad, "DATA_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"generate_md\.py --solvent obc2 --frames 50000"):
+        ad.load_reference_data("obc2")
+    with pytest.raises(FileNotFoundError, match=r"reference\.py --solvent vacuum"):
+        ad.load_reference_free_energy("vacuum")
+
+
+def test_generate_md_writes_positions_and_matching_forces(tmp_path):
+    gen = load_system(SYSTEMS_DIR / "alanine_dipeptide" / "generate_md.py")
+    gen.main(
+        [
+            "--solvent",
+            "obc2",
+            "--frames",
+            "3",
+            "--chains",
+            "1",
+            "--interval-ps",
+            "0.02",
+            "--equilibrate-ps",
+            "0.01",
+            "--chunk",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
+    meta = json.loads((tmp_path / "md_obc2.json").read_text())
+    assert meta["frames"] == 3 and meta["timestep_fs"] == 1.0 and meta["platform"] == "Reference"
+    assert not list(tmp_path.glob("partial_*"))
+    with np.load(tmp_path / "md_obc2.npz") as f:
+        pos, frc, epot = f["positions"], f["forces"], f["potential_energy"]
+    assert pos.shape == frc.shape == (3, 22, 3) and pos.dtype == np.float32
+    _, system, _ = ad.build_openmm_system("obc2")
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    for p, f, e in zip(pos, frc, epot):
+        context.setPositions(p.astype(np.float64))
+        state = context.getState(getEnergy=True, getForces=True)
+        f_ref = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        np.testing.assert_allclose(f, f_ref, rtol=2e-3, atol=2e-3 * np.abs(f_ref).max())
+        assert e == pytest.approx(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), abs=0.05)
+
+
+@pytest.mark.skipif(not ad.md_file("obc2").exists(), reason="reference MD data not generated yet")
+def test_shipped_reference_data():
+    meta = json.loads(ad.md_file("obc2").with_suffix(".json").read_text())
+    data = ad.load_reference_data("obc2")
+    n = len(data["positions"])
+    assert data["positions"].shape == data["forces"].shape == (n, 22, 3) and n == meta["frames"]
+    assert meta["interval_ps"] >= 1.0 and meta["temperature_K"] == 300.0 and meta["timestep_fs"] == 1.0
+    assert np.isfinite(data["positions"]).all() and np.isfinite(data["forces"].astype(np.float32)).all()
+    assert ad.md_file("obc2").stat().st_size < 20e6
+    # equipartition: the mean potential energy is stationary between the two halves of the data (within 1 kT)
+    e = data["potential_energy"].astype(np.float64)
+    assert abs(e[: n // 2].mean() - e[n // 2 :].mean()) < 8.314e-3 * 300
+    # the stored forces are OpenMM's forces at the stored positions (float16 storage: relative 1e-3)
+    with ad.openmm_energy("obc2") as energy:
+        idx = np.linspace(0, n - 1, 5).astype(int)
+        f_ref = energy.force(torch.as_tensor(data["positions"][idx].reshape(5, -1), dtype=torch.float64)) * energy.kt
+    f = data["forces"][idx].reshape(5, -1).astype(np.float64)
+    np.testing.assert_allclose(f, f_ref.numpy(), rtol=2e-3, atol=2e-3 * float(f_ref.abs().max()))
+    traj = ad.reference_trajectory("obc2")
+    assert traj.n_frames == n and traj.n_atoms == 22
+    if "status" in meta:
+        pytest.skip(f"partial data ({n} frames): {meta['status']}")
+    assert n >= 50_000
+
+
+@pytest.mark.skipif(not (ad.DATA_DIR / "reference_obc2.json").exists(), reason="reference not computed yet")
+def test_reference_free_energy_matches_data():
+    ref = ad.load_reference_free_energy("obc2")
+    phi, _ = ad.backbone_dihedrals(ad.load_reference_data("obc2")["positions"])
+    n_pos, n_neg = (phi > 0).sum(), (phi <= 0).sum()
+    if n_pos == 0:
+        pytest.skip("no phi > 0 frames in the (partial) data yet")
+    assert ref["delta_f"]["value"] == pytest.approx(-math.log(n_pos / n_neg), abs=1e-9)
+    assert ref["delta_f"]["error"] > 0 and ref["md"]["frames"] == len(phi)
+    prof = ref["profile"]
+    assert prof["free_energy"].shape == prof["error"].shape == (len(prof["centers"]),)
