@@ -11,6 +11,8 @@ entropy of the sampled move with the same formula (for a deterministic layer tha
 maximum-likelihood bound).  Noise is reparametrised, so gradients reach the deterministic layers.
 
 Every block acts on the interpolated energy ``u_λ(x) = (1 - λ) u_prior(x) + λ u_target(x)``.
+The single-step updates are the pure functions of :mod:`bgflow_sci.integrators`, shared with the MCMC kernels of
+:mod:`bgflow_sci.samplers` (whose annealing path wraps :class:`InterpolatedEnergy`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_batch
+from ..integrators import (
+    energy_and_gradient,
+    langevin_noise,
+    metropolis_accept,
+    overdamped_langevin_step,
+    random_walk_step,
+)
 from .base import Flow
 
 EnergyFn = Callable[[Tensor], Tensor]
@@ -39,21 +48,31 @@ class InterpolatedEnergy(nn.Module):
             raise ValueError(f"lambda must lie in [0, 1], got {lam}")
         self.prior, self.target, self.lam = prior, target, float(lam)
 
+    def set_lambda(self, lam: float, name: str = "lambda") -> None:
+        """Move along the path to ``lam`` in ``[0, 1]`` (``ValueError`` otherwise)."""
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {lam}")
+        self.lam = float(lam)
+
+    def combine(self, u_prior: Tensor, u_target: Tensor) -> Tensor:
+        """``(1 - λ) u_prior + λ u_target`` from precomputed components (energies or forces, any shape).
+
+        A switched-off term does not count (``0 · inf = 0``): at ``λ = 0`` this is ``u_prior``, at ``λ = 1``
+        ``u_target``, even where the other component is infinite.
+        """
+        lam = self.lam
+        if lam == 0.0:
+            return u_prior + torch.zeros_like(u_target)
+        if lam == 1.0:
+            return torch.zeros_like(u_prior) + u_target
+        return (1.0 - lam) * u_prior + lam * u_target
+
     def forward(self, x: Tensor) -> Tensor:
         if self.lam == 0.0:
             return self.prior(x)
         if self.lam == 1.0:
             return self.target(x)
-        return (1.0 - self.lam) * self.prior(x) + self.lam * self.target(x)
-
-
-def energy_and_gradient(energy: EnergyFn, x: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
-    """``u(x)`` and ``∇u(x)``; with ``create_graph`` the gradient stays differentiable (reparametrised training)."""
-    with torch.enable_grad():
-        x_ = x if x.requires_grad else x.detach().requires_grad_(True)
-        u = energy(x_)
-        (grad,) = torch.autograd.grad(u.sum(), x_, create_graph=create_graph and x.requires_grad)
-    return u, grad
+        return self.combine(self.prior(x), self.target(x))
 
 
 def _needs_graph(x: Tensor) -> bool:
@@ -79,10 +98,9 @@ class OverdampedLangevin(Flow):
         delta_s = y.new_zeros(y.shape[0])
         _, grad = energy_and_gradient(self.energy, y, graph)
         for _ in range(self.n_steps):
-            eta = torch.randn_like(y)
-            y_new = y - eps * grad + math.sqrt(2 * eps) * eta
+            y_new, eta = overdamped_langevin_step(y, -grad, eps, noise=torch.randn_like(y))
             _, grad_new = energy_and_gradient(self.energy, y_new, graph)
-            eta_back = (y - y_new + eps * grad_new) / math.sqrt(2 * eps)
+            eta_back = langevin_noise(y, y_new, -grad_new, eps)
             ds = 0.5 * ((eta**2).sum(-1) - (eta_back**2).sum(-1))
             ok = torch.isfinite(y_new).all(-1) & torch.isfinite(grad_new).all(-1) & torch.isfinite(ds)
             y = torch.where(ok[:, None], y_new, y)
@@ -115,10 +133,9 @@ class MetropolisMC(Flow):
         u = self.energy(y)
         u_start, accepted = u, y.new_zeros(y.shape[0])
         for _ in range(self.n_steps):
-            proposal = y + self.step_size * torch.randn_like(y)
+            proposal, _ = random_walk_step(y, self.step_size)
             u_prop = self.energy(proposal)
-            log_ratio = (u - u_prop).detach()
-            accept = torch.log(torch.rand_like(u)) < torch.nan_to_num(log_ratio, nan=-math.inf)
+            accept = metropolis_accept((u - u_prop).detach())
             y = torch.where(accept[:, None], proposal, y)
             u = torch.where(accept, u_prop, u)
             accepted = accepted + accept.to(y.dtype)

@@ -4,27 +4,31 @@ Kernels (``MCMCKernel.step(state, generator) -> state``): :class:`RandomWalkMetr
 (Metropolis-adjusted, step sizes adapted during warm-up), :class:`OverdampedLangevin`, :class:`UnderdampedLangevin`
 (unadjusted), :class:`ParallelTempering` (replica exchange). :class:`Sampler` runs a kernel with thinning, burn-in,
 progress bar, diagnostics and bit-for-bit checkpoints; :class:`AnnealedImportanceSampler` estimates ``log Z``.
-The single-step updates in :mod:`bgflow_sci.samplers.steps` are pure functions, reusable by stochastic flow layers.
+Flow MCMC: :class:`IndependentMetropolis`, :class:`ISIR` (a flow as proposal), :class:`GlobalLocal` (flow moves
+alternating with MALA/HMC) and :class:`LatentEnergy` (NeuTra: any kernel in the flow's latent space).
+The single-step updates are pure functions of :mod:`bgflow_sci.integrators`, shared with the stochastic flow layers.
 """
 
-from .adaptation import DualAveraging
-from .ais import AISResult, AnnealedImportanceSampler, check_betas, default_betas
-from .base import MCMCKernel, MetropolisKernel, check_step_size
-from .diagnostics import autocorrelation, effective_sample_size, integrated_autocorrelation_time
-from .kernels import HMC, MALA, RandomWalkMetropolis
-from .langevin import OverdampedLangevin, UnderdampedLangevin
-from .potentials import EnergyPotential, InterpolatedPotential, Potential, TemperedPotential, energy_and_force
-from .sampler import Sampler, SamplerRun
-from .state import ChainState
-from .steps import (
+from ..integrators import (
     acceptance_probability,
     baoab_step,
     langevin_log_transition,
+    langevin_noise,
     leapfrog,
     metropolis_accept,
     overdamped_langevin_step,
     random_walk_step,
 )
+from .adaptation import DualAveraging
+from .ais import AISResult, AnnealedImportanceSampler, check_betas, default_betas
+from .base import MCMCKernel, MetropolisKernel, check_step_size
+from .diagnostics import autocorrelation, effective_sample_size, integrated_autocorrelation_time
+from .flow_mcmc import ISIR, GlobalLocal, IndependentMetropolis, LatentEnergy, draw_proposals
+from .kernels import HMC, MALA, RandomWalkMetropolis
+from .langevin import OverdampedLangevin, UnderdampedLangevin
+from .potentials import EnergyPotential, InterpolatedPotential, Potential, TemperedPotential, energy_and_force
+from .sampler import Sampler, SamplerRun
+from .state import ChainState
 from .tempering import ParallelTempering, check_temperatures, geometric_ladder
 
 __all__ = [
@@ -33,8 +37,12 @@ __all__ = [
     "ChainState",
     "DualAveraging",
     "EnergyPotential",
+    "GlobalLocal",
     "HMC",
+    "ISIR",
+    "IndependentMetropolis",
     "InterpolatedPotential",
+    "LatentEnergy",
     "MALA",
     "MCMCKernel",
     "MetropolisKernel",
@@ -53,11 +61,13 @@ __all__ = [
     "check_step_size",
     "check_temperatures",
     "default_betas",
+    "draw_proposals",
     "effective_sample_size",
     "energy_and_force",
     "geometric_ladder",
     "integrated_autocorrelation_time",
     "langevin_log_transition",
+    "langevin_noise",
     "leapfrog",
     "metropolis_accept",
     "overdamped_langevin_step",

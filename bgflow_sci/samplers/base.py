@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 
 from .._checks import check_batch
+from ..integrators import acceptance_probability, metropolis_accept
 from .adaptation import DualAveraging
 from .potentials import Potential, as_potential
 from .state import ChainState
-from .steps import acceptance_probability, metropolis_accept
 
 
 def check_step_size(step_size: float | Tensor, name: str = "step_size") -> float | Tensor:
@@ -143,7 +143,7 @@ class MCMCKernel:
 
 
 class MetropolisKernel(MCMCKernel):
-    """A kernel that proposes and accepts with :func:`~bgflow_sci.samplers.steps.metropolis_accept`.
+    """A kernel that proposes and accepts with :func:`~bgflow_sci.integrators.metropolis_accept`.
 
     Subclasses implement ``_propose(state, generator) -> (proposal, log_ratio)``. With ``adapt=True`` the step sizes
     follow :class:`DualAveraging` towards ``target_acceptance`` during warm-up (``per_chain`` or one global size)

@@ -7,9 +7,9 @@ import math
 import torch
 from torch import Tensor
 
+from ..integrators import langevin_log_transition, leapfrog, overdamped_langevin_step, random_walk_step
 from .base import MetropolisKernel
 from .state import ChainState
-from .steps import langevin_log_transition, leapfrog, overdamped_langevin_step, random_walk_step
 
 
 class RandomWalkMetropolis(MetropolisKernel):

@@ -11,9 +11,9 @@ import math
 import torch
 from torch import Tensor
 
+from ..integrators import baoab_step, overdamped_langevin_step
 from .base import MCMCKernel
 from .state import ChainState
-from .steps import baoab_step, overdamped_langevin_step
 
 
 class OverdampedLangevin(MCMCKernel):

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .._checks import check_batch
 from ..energies.base import Energy
+from ..flows.stochastic import InterpolatedEnergy
 from .state import ChainState
 
 
@@ -107,17 +108,14 @@ class TemperedPotential(Potential):
         return ChainState(x=state.x, energy=state.aux[0] / t, force=force, v=state.v, aux=state.aux)
 
 
-def _weighted(coef: float, value: Tensor) -> Tensor:
-    """``coef * value`` with ``0 * inf = 0`` (a term that is switched off does not count)."""
-    return torch.zeros_like(value) if coef == 0.0 else coef * value
-
-
 class InterpolatedPotential(Potential):
     """``u_β(x) = (1 - β) u_0(x) + β u_1(x)``, the geometric path ``p_0^{1-β} p_1^β`` between two densities.
 
     ``u_0`` is typically a normalised prior's ``-log q`` (a Distribution), ``u_1`` the target energy (Neal 2001,
-    Annealed importance sampling). ``aux = (u (n, 2), forces (n, 2, dim))`` holds the two components, so that
-    :meth:`set_beta` re-evaluates a state at a new ``β`` for free and :meth:`components` gives ``u_1 - u_0``.
+    Annealed importance sampling). The path itself is the one of the stochastic flow layers,
+    :class:`~bgflow_sci.flows.InterpolatedEnergy` (``self.path``, with ``λ = β``), which also mixes the forces.
+    ``aux = (u (n, 2), forces (n, 2, dim))`` holds the two components, so that :meth:`set_beta` re-evaluates a state
+    at a new ``β`` for free and :meth:`components` gives ``u_1 - u_0``.
     """
 
     def __init__(self, start, end, beta: float = 0.0):
@@ -125,7 +123,18 @@ class InterpolatedPotential(Potential):
         if self.start.dim != self.end.dim:
             raise ValueError(f"start and end must have the same dim, got {self.start.dim} and {self.end.dim}")
         self.dim = self.end.dim
-        self.beta = float(beta)
+        self.path = InterpolatedEnergy(self._start_energy, self._end_energy, 0.0)
+        self.path.set_lambda(float(beta), "beta")
+
+    def _start_energy(self, x: Tensor) -> Tensor:
+        return self.start.evaluate(x, need_force=False).energy
+
+    def _end_energy(self, x: Tensor) -> Tensor:
+        return self.end.evaluate(x, need_force=False).energy
+
+    @property
+    def beta(self) -> float:
+        return self.path.lam
 
     def evaluate(self, x: Tensor, need_force: bool = True) -> ChainState:
         s0, s1 = self.start.evaluate(x, need_force), self.end.evaluate(x, need_force)
@@ -134,20 +143,17 @@ class InterpolatedPotential(Potential):
         return self._mix(ChainState(x=x, energy=u[:, 0], aux=aux))
 
     def _mix(self, state: ChainState) -> ChainState:
-        b = self.beta
         u = state.aux[0]
-        energy = _weighted(1.0 - b, u[:, 0]) + _weighted(b, u[:, 1])
+        energy = self.path.combine(u[:, 0], u[:, 1])
         force = None
         if len(state.aux) > 1:
             f = state.aux[1]
-            force = (1.0 - b) * f[:, 0] + b * f[:, 1]
+            force = self.path.combine(f[:, 0], f[:, 1])
         return ChainState(x=state.x, energy=energy, force=force, v=state.v, aux=state.aux)
 
     def set_beta(self, beta: float, state: ChainState | None = None) -> ChainState | None:
         """Move along the path to ``beta`` in ``[0, 1]``; returns ``state`` re-evaluated there (no energy calls)."""
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must lie in [0, 1], got {beta}")
-        self.beta = float(beta)
+        self.path.set_lambda(beta, "beta")
         return None if state is None else self._mix(state)
 
     @staticmethod

@@ -19,9 +19,10 @@ class ChainState:
     """``n`` chains, one per row: positions ``x`` ``(n, dim)`` and their cached target quantities.
 
     ``energy`` ``(n,)`` is the reduced energy (kT) of the kernel's target at ``x``, ``force`` ``(n, dim)`` its
-    ``-du/dx`` (``None`` for kernels that never need it), ``v`` ``(n, dim)`` velocities of kinetic kernels, and ``aux``
+    ``-du/dx`` (``None`` for kernels that never need it), ``v`` ``(n, dim)`` velocities of kinetic kernels, ``aux``
     row-wise extras a potential keeps so that it can be re-evaluated after a change of its parameters without new
-    energy calls (component energies, unscaled energies).
+    energy calls (component energies, unscaled energies), and ``log_q`` ``(n,)`` the log density of a flow proposal
+    at ``x`` (flow kernels; ``None`` when unknown, e.g. after a local move, and then recomputed).
     """
 
     x: Tensor
@@ -29,6 +30,7 @@ class ChainState:
     force: Tensor | None = None
     v: Tensor | None = None
     aux: tuple[Tensor, ...] = field(default_factory=tuple)
+    log_q: Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -49,6 +51,7 @@ class ChainState:
             force=_select(mask, other.force, self.force),
             v=_select(mask, other.v, self.v),
             aux=tuple(_select(mask, a, b) for a, b in zip(other.aux, self.aux)),
+            log_q=None if self.log_q is None else _select(mask, other.log_q, self.log_q),
         )
 
     def index(self, idx: Tensor) -> ChainState:
@@ -59,6 +62,7 @@ class ChainState:
             force=None if self.force is None else self.force[idx],
             v=None if self.v is None else self.v[idx],
             aux=tuple(a[idx] for a in self.aux),
+            log_q=None if self.log_q is None else self.log_q[idx],
         )
 
     def state_dict(self) -> dict:

@@ -8,11 +8,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..integrators import metropolis_accept
 from .base import MCMCKernel
 from .kernels import MALA
 from .potentials import Potential, TemperedPotential, as_potential
 from .state import ChainState
-from .steps import metropolis_accept
 
 
 def check_temperatures(temperatures) -> Tensor:
