@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="floating-point precision")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo.set_defaults(func=_demo)
+
+    from .hep.cli import add_morph_parser
+
+    add_morph_parser(sub)
     return parser
 
 

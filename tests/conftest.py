@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+# The suite is many small tensor operations: one intra-op thread is faster for them and immune to the
+# OpenMP spin-wait slowdowns seen on shared machines. Set once, before any operation (never toggled).
+torch.set_num_threads(1)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", help="torch device to run the tests on (cpu, cuda, cuda:1, ...)")
