@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..flows import Affine, Domain, MaskedAutoregressive, Permutation, RationalQuadraticSpline, Sequential
+from ..flows import Affine, Domain, Flow, MaskedAutoregressive, Permutation, RationalQuadraticSpline, Sequential
 from ..training.mdmm import InequalityConstraint
 from ..training.mmd import MultiScaleRBF, NoiseFloor, mmd2, mmd_noise_floor
 from ..training.trainer import Trainer
@@ -153,6 +153,35 @@ class VariableModel(nn.Module):
             )
         self.x_pre = PhysicsPreprocessor(self.kinds, self.names)
         self.c_pre = PhysicsPreprocessor(self.context_kinds, self.context_names) if self.context_dim else None
+
+    def _build_flow(
+        self,
+        mode: str,
+        transformer: str,
+        n_layers: int,
+        hidden: Sequence[int],
+        n_bins: int,
+        bound: float,
+        scale_bound: float,
+        seed: int,
+    ) -> Flow:
+        """Record the constructor settings in ``self._config`` (for save/load) and build the conditional flow."""
+        self._config = dict(
+            names=list(self.names),
+            context_names=list(self.context_names),
+            kinds=_kinds_config(self.kinds),
+            context_kinds=_kinds_config(self.context_kinds),
+            transformer=transformer,
+            n_layers=n_layers,
+            hidden=list(hidden),
+            n_bins=n_bins,
+            bound=bound,
+            scale_bound=scale_bound,
+            seed=seed,
+        )
+        return conditional_autoregressive_flow(
+            self.dim, self.context_dim, transformer, n_layers, hidden, mode, n_bins, bound, scale_bound, seed
+        )
 
     @property
     def dim(self) -> int:
@@ -291,22 +320,7 @@ class MorphingFlow(VariableModel):
         seed: int = 0,
     ):
         super().__init__(names, context_names, kinds, context_kinds)
-        self._config = dict(
-            names=list(self.names),
-            context_names=list(self.context_names),
-            kinds=_kinds_config(self.kinds),
-            context_kinds=_kinds_config(self.context_kinds),
-            transformer=transformer,
-            n_layers=n_layers,
-            hidden=list(hidden),
-            n_bins=n_bins,
-            bound=bound,
-            scale_bound=scale_bound,
-            seed=seed,
-        )
-        self.flow = conditional_autoregressive_flow(
-            self.dim, self.context_dim, transformer, n_layers, hidden, "iaf", n_bins, bound, scale_bound, seed
-        )
+        self.flow = self._build_flow("iaf", transformer, n_layers, hidden, n_bins, bound, scale_bound, seed)
 
     def config(self) -> dict[str, Any]:  # noqa: D102
         return dict(self._config)

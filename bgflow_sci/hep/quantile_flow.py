@@ -29,7 +29,7 @@ from ..bg import BoltzmannGenerator
 from ..distributions import Normal
 from ..training.losses import MaximumLikelihood
 from ..training.trainer import Trainer
-from .morphing import VariableModel, _kinds_config, _weights, conditional_autoregressive_flow
+from .morphing import VariableModel, _weights
 
 __all__ = ["ConditionalDensityFlow", "FlowQuantileMorpher"]
 
@@ -70,22 +70,7 @@ class ConditionalDensityFlow(VariableModel):
         seed: int = 0,
     ):
         super().__init__(names, context_names, kinds, context_kinds)
-        self._config = dict(
-            names=list(self.names),
-            context_names=list(self.context_names),
-            kinds=_kinds_config(self.kinds),
-            context_kinds=_kinds_config(self.context_kinds),
-            transformer=transformer,
-            n_layers=n_layers,
-            hidden=list(hidden),
-            n_bins=n_bins,
-            bound=bound,
-            scale_bound=scale_bound,
-            seed=seed,
-        )
-        flow = conditional_autoregressive_flow(
-            self.dim, self.context_dim, transformer, n_layers, hidden, "maf", n_bins, bound, scale_bound, seed
-        )
+        flow = self._build_flow("maf", transformer, n_layers, hidden, n_bins, bound, scale_bound, seed)
         self.model = BoltzmannGenerator(Normal(self.dim), flow)
 
     def config(self) -> dict[str, Any]:  # noqa: D102
