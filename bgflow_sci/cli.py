@@ -21,6 +21,7 @@ def _device(name: str) -> torch.device:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, format_results, run_demo
 
+    torch.set_num_threads(args.threads)
     config = DemoConfig(seed=args.seed)
     if args.quick:
         config = config.quick()
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default: cpu)")
     demo.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="floating-point precision")
+    demo.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for the demo's small networks)"
+    )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     demo.set_defaults(func=_demo)
 
