@@ -57,3 +57,14 @@ def test_cli_rejects_unavailable_cuda(tmp_path):
         text=True,
     )
     assert proc.returncode != 0 and "CUDA is not available" in proc.stderr
+
+
+def test_tutorial_sampling_double_well_quick(tmp_path):
+    module = runpy.run_path(str(ROOT / "tutorials" / "03_sampling_double_well.py"))
+    r = module["main"](quick=True, out=str(tmp_path))
+    exact = r["exact"]
+    value, error = r["stochastic flow"]
+    assert abs(value - exact) < 4 * error + 0.2
+    # local MCMC started in one well stays biased; flow MCMC from the same start gets much closer
+    assert abs(r["flow MCMC (IMH)"][0] - exact) < abs(r["MALA"][0] - exact) / 3
+    assert (tmp_path / "sampling_double_well.png").stat().st_size > 10_000
