@@ -15,7 +15,6 @@ the iid bootstrap error for comparison.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -24,15 +23,9 @@ import numpy as np
 import torch
 
 from bgflow_sci.reweighting import bootstrap, bootstrap_std, free_energy_difference, free_energy_profile
+from bgflow_sci.systems import load_system
 
 HERE = Path(__file__).resolve().parent
-
-
-def _system_module():
-    spec = importlib.util.spec_from_file_location("_alanine_dipeptide_system", HERE / "system.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def block_counts(index: np.ndarray, chain: np.ndarray, n_bins: int, block: int) -> np.ndarray:
@@ -85,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     a = parser.parse_args(argv)
 
-    ad = _system_module()
+    ad = load_system(HERE)
     data = ad.load_reference_data(a.solvent)
     meta = json.loads(ad.md_file(a.solvent).with_suffix(".json").read_text())
     interval = float(meta["interval_ps"])
