@@ -148,3 +148,36 @@ def plot_metrics(
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
     return out_png
+
+
+def plot_2d_histograms(
+    panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    path: str | Path,
+    xlabel: str = "$x_1$",
+    ylabel: str = "$x_2$",
+    bins: int = 60,
+    extent: Sequence[float] | None = None,
+    vmax: float = 8.0,
+) -> Path:
+    """Free-energy maps ``-log p`` (kT, minimum 0, capped at ``vmax``) of weighted 2D samples, side by side.
+
+    ``panels``: ``{title: (x, y, weights or None)}``; ``extent`` defaults to ``(-π, π, -π, π)`` when every
+    value lies there (torsions, e.g. a Ramachandran plot) and to the data range otherwise.
+    """
+    xs = np.concatenate([np.asarray(p[0]) for p in panels.values()])
+    ys = np.concatenate([np.asarray(p[1]) for p in panels.values()])
+    if extent is None:
+        on_circle = np.abs(xs).max() <= np.pi + 1e-6 and np.abs(ys).max() <= np.pi + 1e-6
+        extent = (-np.pi, np.pi, -np.pi, np.pi) if on_circle else (xs.min(), xs.max(), ys.min(), ys.max())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    image = None
+    for ax, (name, (x, y, w)) in zip(axes[0], panels.items()):
+        h, _, _ = np.histogram2d(x, y, bins=bins, range=[extent[:2], extent[2:]], weights=w, density=True)
+        with np.errstate(divide="ignore"):
+            f = -np.log(h.T)
+        f = f - np.min(f[np.isfinite(f)]) if np.isfinite(f).any() else f
+        image = ax.imshow(f, extent=extent, origin="lower", vmin=0, vmax=vmax, cmap="viridis", aspect="auto")
+        ax.set(title=name, xlabel=xlabel, ylabel=ylabel)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[0]), label="free energy / kT", shrink=0.85)
+    return _save(fig, path)

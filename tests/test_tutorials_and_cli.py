@@ -68,3 +68,25 @@ def test_tutorial_sampling_double_well_quick(tmp_path):
     # local MCMC started in one well stays biased; flow MCMC from the same start gets much closer
     assert abs(r["flow MCMC (IMH)"][0] - exact) < abs(r["MALA"][0] - exact) / 3
     assert (tmp_path / "sampling_double_well.png").stat().st_size > 10_000
+
+
+def test_tutorial_hep_sim_to_data_quick(tmp_path):
+    pytest.importorskip("uproot")
+    module = runpy.run_path(str(ROOT / "tutorials" / "04_hep_sim_to_data.py"))
+    r = module["main"](quick=True, out=str(tmp_path))  # ≈ 20 s CPU on 1 thread
+    auc, w1, corr = r["auc"], r["w1"], r["corr_diff"]
+    # quick mode measured: AUC MC 0.68, quantile 0.57, MDMM 0.51; corr error MC 0.23, quantile 0.24, MDMM 0.14
+    assert auc["MDMM morphing"] < min(auc["MC"] - 0.1, 0.56)
+    assert auc["MDMM morphing"] < auc["quantile (per variable)"]
+    assert corr["MDMM morphing"] < 0.8 * min(corr["MC"], corr["quantile (per variable)"])
+    for v in ("r9", "sieie", "iso"):
+        assert w1["MDMM morphing"][v] < 0.3 * w1["MC"][v]
+    assert r["roundtrip_max_abs_diff"] < 1e-9 and r["final_lambda"] > 0
+    # reweighting: fewer effective events, histograms much closer to data
+    assert 0.05 < r["ess"] < 1.0
+    for v in ("r9", "sieie", "iso"):
+        assert r["chi2_ndf"]["reweighted MC"][v] < 0.5 * r["chi2_ndf"]["MC"][v]
+    eff = r["efficiency"]
+    assert abs(eff["MDMM morphing"] - eff["data"]) < 0.5 * abs(eff["MC"] - eff["data"])
+    for name in ("hep_variables.png", "hep_correlations.png", "hep_mass.png", "hep_mdmm_history.png"):
+        assert (tmp_path / name).stat().st_size > 10_000

@@ -124,6 +124,7 @@ class ZMatrix:
         roots = (r0, center, r2)
 
         rows: list[tuple[int, int, int, int]] = []
+        first_child: dict[tuple[int, int], int] = {}  # (parent, grandparent) -> first atom placed from them
         for i in order:
             if i in roots:
                 continue
@@ -135,9 +136,20 @@ class ZMatrix:
             else:
                 k = parent[j]
                 l = parent[k] if k != center else (r0 if j != r0 else r2)
+            # Siblings (methyl hydrogens, carbonyl O next to N, ...) take their torsion relative to the first
+            # sibling: dihedral(i, j, k, first) is a nearly fixed offset (about ±120° or 180°) instead of a
+            # rotor angle that moves rigidly with the first sibling's, which a flow would have to learn exactly.
+            first = first_child.setdefault((j, k), i)
+            if first != i and j != center:
+                l = first
             rows.append((i, j, k, l))
-        row_depth = [depth[i] for i, *_ in rows]
-        levels = tuple(tuple(r for r, d in enumerate(row_depth) if d == level) for level in sorted(set(row_depth)))
+        # batched placement: a row runs once its reference atoms j, k, l are placed
+        level_of = dict.fromkeys(roots, -1)
+        row_level = []
+        for i, j, k, l in rows:
+            level_of[i] = 1 + max(level_of[j], level_of[k], level_of[l])
+            row_level.append(level_of[i])
+        levels = tuple(tuple(r for r, d in enumerate(row_level) if d == level) for level in sorted(set(row_level)))
         return cls(n_atoms, roots, tuple(rows), levels)
 
     @classmethod

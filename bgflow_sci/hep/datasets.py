@@ -6,6 +6,18 @@
   ``M``) -- the "data".
 
 Install with ``pip install scikit-hep-testdata==0.3.12``; the two files are inside the wheel, no network needed.
+
+The two samples are *not* selected alike, so a comparison needs a common phase space (:func:`fiducial_selection`):
+
+* Zmumu stores each physical event several times, once per reconstruction pairing (``Type`` = ``GT``, ``TT``,
+  ``GG``: global/tracker muons; 2304 rows, 500 distinct (run, event)).  Rows of one event are near-copies, so a
+  random row split leaks test events into training and shrinks data-vs-data noise floors; ``load_zmumu(reco="GG")``
+  keeps one global-global row per event (500 events).
+* Zmumu is preselected with both muons pT > 20 GeV (except 296 rows with a soft second muon of pT < 10 GeV, mostly
+  ``TT``/``GT`` pairings), 60 < m_μμ < 120 GeV, |η| < 2.43; the HZZ Z-candidate pair reaches pT₁ ≥ 16.8 GeV,
+  pT₂ ≥ 10.1 GeV, |η| < 2.44, m_μμ from 11.7 to 418 GeV.  :data:`FIDUCIAL` is the tighter of the two acceptances:
+  both muons pT > 20 GeV, |η| < 2.4, opposite charge, 60 < m_μμ < 120 GeV.  Events before/after (seed-independent):
+  HZZ Z-candidates 1406 → 1192, Zmumu (``reco="GG"``) 500 → 494 (all rows 2304 → 2004).
 """
 
 from __future__ import annotations
@@ -18,12 +30,25 @@ import torch
 
 from .io import read_tree
 
-__all__ = ["MUON_MASS", "dimuon_mass", "load_hzz_muons", "load_zmumu", "skhep_testdata_path"]
+__all__ = [
+    "FIDUCIAL",
+    "MUON_MASS",
+    "dimuon_frame",
+    "dimuon_mass",
+    "fiducial_selection",
+    "load_hzz_muons",
+    "load_zmumu",
+    "muons_from_frame",
+    "skhep_testdata_path",
+]
 
 MUON_MASS = 0.1056583755
 """Muon mass [GeV] (PDG 2022)."""
 
 Z_MASS = 91.1876
+
+FIDUCIAL = {"pt_min": 20.0, "abs_eta_max": 2.4, "mass_range": (60.0, 120.0), "opposite_charge": True}
+"""Common phase space of HZZ-MC and Zmumu-data (the tighter of the two acceptances, see the module docstring)."""
 
 
 def skhep_testdata_path(name: str) -> str:
@@ -109,17 +134,29 @@ def load_hzz_muons(jagged: bool = False, pair: str = "leading") -> Any:
     return out
 
 
-def load_zmumu() -> dict[str, np.ndarray]:
+def load_zmumu(reco: str | None = None) -> dict[str, np.ndarray]:
     """CMS 2010 dimuon events of ``uproot-Zmumu.root`` as the same table as :func:`load_hzz_muons`.
+
+    Args:
+        reco: ``None`` keeps all 2304 rows (several reconstruction pairings per physical event); ``"GG"``, ``"GT"``
+            or ``"TT"`` keeps rows of that ``Type`` and then the first row of each (run, event), so that rows are
+            independent events (``"GG"``: 500 events).
 
     Kinematics are computed from the Cartesian momenta ``px, py, pz`` (the file's own ``pt, eta, phi`` branches
     disagree with them by up to 16 GeV in pT for some events, whereas ``M`` is consistent with the momenta).
     Muon 1 has the higher pT; ``mass`` is :func:`dimuon_mass` (agrees with the file's ``M`` to < 1e-6 GeV);
     ``weight`` is one.
     """
+    if reco not in (None, "GG", "GT", "TT"):
+        raise ValueError(f"reco must be None, 'GG', 'GT' or 'TT', got {reco!r}")
     path = skhep_testdata_path("uproot-Zmumu.root")
-    names = ["px1", "py1", "pz1", "Q1", "px2", "py2", "pz2", "Q2"]
+    names = ["px1", "py1", "pz1", "Q1", "px2", "py2", "pz2", "Q2", "Type", "Run", "Event"]
     ev, weight = read_tree(path, "events", names, library="np")
+    if reco is not None:
+        rows = np.flatnonzero(ev["Type"].astype(str) == reco)
+        key = ev["Run"][rows].astype(np.int64) * (1 << 40) + ev["Event"][rows].astype(np.int64)
+        rows = rows[np.sort(np.unique(key, return_index=True)[1])]
+        ev, weight = {k: v[rows] for k, v in ev.items()}, np.asarray(weight)[rows]
     kin = {}
     for i in (1, 2):
         kin[f"pt{i}"], kin[f"eta{i}"], kin[f"phi{i}"] = _pt_eta_phi(ev[f"px{i}"], ev[f"py{i}"], ev[f"pz{i}"])
@@ -136,3 +173,108 @@ def load_zmumu() -> dict[str, np.ndarray]:
     out["mass"] = dimuon_mass(out["pt1"], out["eta1"], out["phi1"], out["pt2"], out["eta2"], out["phi2"])
     out["weight"] = weight
     return {k: out[k] for k in ["pt1", "eta1", "phi1", "charge1", "pt2", "eta2", "phi2", "charge2", "mass", "weight"]}
+
+
+def fiducial_selection(
+    sample: dict[str, np.ndarray],
+    pt_min: float = FIDUCIAL["pt_min"],
+    abs_eta_max: float = FIDUCIAL["abs_eta_max"],
+    mass_range: tuple[float, float] | None = FIDUCIAL["mass_range"],
+    opposite_charge: bool = FIDUCIAL["opposite_charge"],
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Events of a dimuon table (:func:`load_hzz_muons`, :func:`load_zmumu`) inside a common phase space.
+
+    Keeps ``pT₁, pT₂ > pt_min`` [GeV], ``|η₁|, |η₂| < abs_eta_max``, ``mass_range[0] < m_μμ < mass_range[1]`` [GeV]
+    (``None``: no mass cut) and, if ``opposite_charge``, ``q₁q₂ < 0``.  Apply the same cuts to MC and data.
+
+    Returns ``(selected table, boolean mask over the input events)``.
+    """
+    need = ("pt1", "pt2", "eta1", "eta2", "mass", "charge1", "charge2")
+    missing = [k for k in need if k not in sample]
+    if missing:
+        raise ValueError(f"fiducial_selection needs a dimuon table with columns {list(need)}; missing {missing}")
+    keep = (sample["pt1"] > pt_min) & (sample["pt2"] > pt_min)
+    keep &= (np.abs(sample["eta1"]) < abs_eta_max) & (np.abs(sample["eta2"]) < abs_eta_max)
+    if mass_range is not None:
+        keep &= (sample["mass"] > mass_range[0]) & (sample["mass"] < mass_range[1])
+    if opposite_charge:
+        keep &= sample["charge1"] * sample["charge2"] < 0
+    return {k: np.asarray(v)[keep] for k, v in sample.items()}, keep
+
+
+def _four(pt, eta, phi, mass):
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    return np.sqrt(px**2 + py**2 + pz**2 + mass**2), np.stack([px, py, pz], -1)
+
+
+def _helicity_axes(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Helicity-frame axes: z* along the pair momentum ``p`` (n, 3), x* in the (beam, z*) plane, y* = z* × x*."""
+    z = p / np.linalg.norm(p, axis=-1, keepdims=True)
+    beam = np.broadcast_to(np.array([0.0, 0.0, 1.0]), z.shape)
+    x = beam - (z * beam).sum(-1, keepdims=True) * z
+    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-300)
+    return x, np.cross(z, x), z
+
+
+def _boost(e: np.ndarray, p: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lorentz boost of (e, p⃗) by velocity ``beta`` (n, 3) (a frame moving with −β sees the particle boosted by β)."""
+    b2 = (beta**2).sum(-1)
+    gamma = 1.0 / np.sqrt(1.0 - b2)
+    bp = (beta * p).sum(-1)
+    coef = np.where(b2 > 0, (gamma - 1.0) * bp / np.where(b2 > 0, b2, 1.0), 0.0)
+    return gamma * (e + bp), p + (coef + gamma * e)[:, None] * beta
+
+
+def dimuon_frame(sample: dict[str, np.ndarray], mass: float = MUON_MASS) -> dict[str, np.ndarray]:
+    """Dimuon-system coordinates of a dimuon table (:func:`load_hzz_muons`, :func:`load_zmumu`).
+
+    Returns ``m`` [GeV], ``pt_ll`` [GeV], ``y_ll`` (rapidity), ``phi_ll`` of the pair and the helicity-frame decay
+    angles ``cos_theta``, ``phi_star`` ∈ (−π, π] of the negative muon (muon 1 if the charges are equal) in the pair
+    rest frame (z* along the pair momentum, x* in the plane of z* and the beam).  Six numbers for the six momentum
+    components: :func:`muons_from_frame` is the inverse.
+    """
+    e1, p1 = _four(sample["pt1"], sample["eta1"], sample["phi1"], mass)
+    e2, p2 = _four(sample["pt2"], sample["eta2"], sample["phi2"], mass)
+    neg1 = (np.asarray(sample["charge1"]) <= 0) | (np.asarray(sample["charge2"]) > 0)
+    ea, pa = np.where(neg1, e1, e2), np.where(neg1[:, None], p1, p2)
+    e, p = e1 + e2, p1 + p2
+    m = np.sqrt(np.maximum(e**2 - (p**2).sum(-1), 0.0))
+    _, pa_star = _boost(ea, pa, -p / e[:, None])
+    x, y, z = _helicity_axes(p)
+    u = pa_star / np.linalg.norm(pa_star, axis=-1, keepdims=True)
+    return {
+        "m": m,
+        "pt_ll": np.hypot(p[:, 0], p[:, 1]),
+        "y_ll": 0.5 * np.log((e + p[:, 2]) / (e - p[:, 2])),
+        "phi_ll": np.arctan2(p[:, 1], p[:, 0]),
+        "cos_theta": np.clip((u * z).sum(-1), -1.0, 1.0),
+        "phi_star": np.arctan2((u * y).sum(-1), (u * x).sum(-1)),
+    }
+
+
+def muons_from_frame(frame: dict[str, np.ndarray], mass: float = MUON_MASS) -> dict[str, np.ndarray]:
+    """Inverse of :func:`dimuon_frame`: ``pt1, eta1, phi1, pt2, eta2, phi2`` (muon 1 the higher pT) and
+    ``first_is_negative`` (whether muon 1 is the muon whose angles ``cos_theta, phi_star`` were given)."""
+    m, pt, y, phi = (np.asarray(frame[k], dtype=np.float64) for k in ("m", "pt_ll", "y_ll", "phi_ll"))
+    mt = np.sqrt(m**2 + pt**2)
+    e = mt * np.cosh(y)
+    p = np.stack([pt * np.cos(phi), pt * np.sin(phi), mt * np.sinh(y)], -1)
+    x, yy, z = _helicity_axes(p)
+    ct = np.clip(np.asarray(frame["cos_theta"], dtype=np.float64), -1.0, 1.0)
+    st, ps = np.sqrt(1.0 - ct**2), np.asarray(frame["phi_star"], dtype=np.float64)
+    q = np.sqrt(np.maximum(m**2 / 4.0 - mass**2, 0.0))
+    u = (st * np.cos(ps))[:, None] * x + (st * np.sin(ps))[:, None] * yy + ct[:, None] * z
+    beta = p / e[:, None]
+    ea, pa = _boost(np.sqrt(q**2 + mass**2), q[:, None] * u, beta)
+    eb, pb = _boost(np.sqrt(q**2 + mass**2), -q[:, None] * u, beta)
+    kin = []
+    for vec in (pa, pb):
+        ptv = np.hypot(vec[:, 0], vec[:, 1])
+        kin.append((ptv, np.arcsinh(vec[:, 2] / ptv), np.arctan2(vec[:, 1], vec[:, 0])))
+    a_first = kin[0][0] >= kin[1][0]
+    out = {}
+    for j, f in enumerate(("pt", "eta", "phi")):
+        out[f"{f}1"] = np.where(a_first, kin[0][j], kin[1][j])
+        out[f"{f}2"] = np.where(a_first, kin[1][j], kin[0][j])
+    out["first_is_negative"] = a_first
+    return out

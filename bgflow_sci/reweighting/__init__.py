@@ -1,7 +1,8 @@
 """Reweighting: pure functions of log importance weights ``log w = -u(x) - log q(x)`` (up to a constant).
 
 Kish ESS, normalised weights, ``log Z`` with bootstrap errors, free-energy differences between regions, reweighted
-histograms and free-energy profiles along a collective variable. Inputs are ``(batch,)`` tensors on any device and in
+histograms and free-energy profiles along a collective variable; MBAR for samples pooled from several
+(e.g. umbrella-biased) states. Inputs are ``(batch,)`` tensors on any device and in
 any float dtype; computations run in float64. ``-inf`` log weights are zero weights; NaN log weights raise
 ``ValueError``. An empty batch gives ``nan`` scalars and empty (or all-empty-bin) results, never an exception.
 """
@@ -10,6 +11,7 @@ from .bootstrap import Estimate, bootstrap, bootstrap_std
 from .estimates import importance_sampling_summary, log_z
 from .free_energy import Profile, free_energy_difference, free_energy_profile
 from .histogram import Histogram, reweighted_histogram
+from .mbar import mbar_free_energies, mbar_log_weights
 from .weights import ess, log_mean_exp, normalized_weights
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "importance_sampling_summary",
     "log_mean_exp",
     "log_z",
+    "mbar_free_energies",
+    "mbar_log_weights",
     "normalized_weights",
     "reweighted_histogram",
 ]

@@ -6,6 +6,7 @@ Kernels (``MCMCKernel.step(state, generator) -> state``): :class:`RandomWalkMetr
 progress bar, diagnostics and bit-for-bit checkpoints; :class:`AnnealedImportanceSampler` estimates ``log Z``.
 Flow MCMC: :class:`IndependentMetropolis`, :class:`ISIR` (a flow as proposal), :class:`GlobalLocal` (flow moves
 alternating with MALA/HMC) and :class:`LatentEnergy` (NeuTra: any kernel in the flow's latent space).
+:class:`FlowEnhancedMD`: OpenMM Langevin segments alternating with flow-proposal Metropolis moves.
 The single-step updates are pure functions of :mod:`bgflow_sci.integrators`, shared with the stochastic flow layers.
 """
 
@@ -23,6 +24,7 @@ from .adaptation import DualAveraging
 from .ais import AISResult, AnnealedImportanceSampler, check_betas, default_betas
 from .base import MCMCKernel, MetropolisKernel, check_step_size
 from .diagnostics import autocorrelation, effective_sample_size, integrated_autocorrelation_time
+from .enhanced_md import EnhancedMDResult, FlowEnhancedMD, count_transitions, write_trajectory
 from .flow_mcmc import ISIR, GlobalLocal, IndependentMetropolis, LatentEnergy, draw_proposals
 from .kernels import HMC, MALA, RandomWalkMetropolis
 from .langevin import OverdampedLangevin, UnderdampedLangevin
@@ -36,7 +38,9 @@ __all__ = [
     "AnnealedImportanceSampler",
     "ChainState",
     "DualAveraging",
+    "EnhancedMDResult",
     "EnergyPotential",
+    "FlowEnhancedMD",
     "GlobalLocal",
     "HMC",
     "ISIR",
@@ -60,6 +64,7 @@ __all__ = [
     "check_betas",
     "check_step_size",
     "check_temperatures",
+    "count_transitions",
     "default_betas",
     "draw_proposals",
     "effective_sample_size",
@@ -72,4 +77,5 @@ __all__ = [
     "metropolis_accept",
     "overdamped_langevin_step",
     "random_walk_step",
+    "write_trajectory",
 ]

@@ -1,8 +1,12 @@
-"""Reference free energies along φ from the MD data: ``reference_<solvent>.json`` and ``reference_<solvent>.npz``.
+"""Reference free energies along φ: ``reference_<solvent>.json`` and ``reference_<solvent>.npz``.
 
     python systems/alanine_dipeptide/reference.py --solvent obc2
 
-Unweighted MD frames, so ``F(s) = -log p(s)`` (kT) from :func:`bgflow_sci.reweighting.free_energy_profile` and
+The reference ΔF and profile come from umbrella sampling along φ (``umbrella.py``; MBAR over the windows,
+block-bootstrap errors within windows) when ``umbrella_<solvent>.npz`` exists: plain MD at 300 K visits φ > 0
+too rarely. The plain-MD estimates are kept beside them as a cross-check (``delta_f_plain_md``, ``md_*``).
+
+Plain MD: unweighted frames, so ``F(s) = -log p(s)`` (kT) from :func:`bgflow_sci.reweighting.free_energy_profile` and
 ``ΔF = F(φ > 0) - F(φ < 0) = -log N(φ > 0) + log N(φ < 0)`` from
 :func:`bgflow_sci.reweighting.free_energy_difference` (``log_w=None``).  Consecutive frames (1 ps apart) are
 correlated, so the iid bootstrap of those functions underestimates the error; the errors stored here come from a
@@ -21,8 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from bgflow_sci.reweighting import bootstrap, bootstrap_std, free_energy_difference, free_energy_profile
+from bgflow_sci.reweighting import (
+    bootstrap,
+    bootstrap_std,
+    free_energy_difference,
+    free_energy_profile,
+    mbar_free_energies,
+    mbar_log_weights,
+)
 from bgflow_sci.systems import load_system
 
 HERE = Path(__file__).resolve().parent
@@ -69,6 +81,92 @@ def block_bootstrap_profile(index, chain, n_bins, log_width, f_ref, block, n_boo
     return bootstrap_std(bootstrap(aligned, len(counts), n_bootstrap, gen)).numpy()
 
 
+def umbrella_reference(ad, solvent: str, bins: int, block_ps: float, n_bootstrap: int, seed: int) -> dict | None:
+    """MBAR over the umbrella windows of ``umbrella_<solvent>.npz``: ΔF and the φ profile with block-bootstrap
+    errors (blocks of ``block_ps`` resampled within each window, MBAR re-solved per replicate)."""
+    path = ad.DATA_DIR / f"umbrella_{solvent}.npz"
+    if not path.exists():
+        return None
+    split = ad.BASIN_SPLIT
+    with np.load(path) as f:
+        phi_kn, centers, kappa, kt = f["phi"].astype(np.float64), f["centers"], float(f["kappa"]), float(f["kT"])
+    meta = json.loads(path.with_suffix(".json").read_text())
+    n_windows, m = phi_kn.shape
+    phi = phi_kn.reshape(-1)
+    # the biases depend on φ only: MBAR on fine φ bins (0.1°) with counts, i.e. WHAM, exact up to the bin width
+    n_fine = 3600
+    fine_edges = np.linspace(-np.pi, np.pi, n_fine + 1)
+    fine = np.clip(np.searchsorted(fine_edges, phi, side="right") - 1, 0, n_fine - 1)
+    mid = 0.5 * (fine_edges[1:] + fine_edges[:-1])
+    d = np.abs(mid[None, :] - centers[:, None])
+    bias = torch.as_tensor(0.5 * kappa * np.minimum(d, 2 * np.pi - d) ** 2 / kt)  # (K, bins) reduced biases
+    fine_t = torch.as_tensor(fine)
+    n_k = torch.full((n_windows,), m)
+
+    def solve(index: Tensor, initial: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        counts = torch.bincount(fine_t[index], minlength=n_fine).double()
+        f_k = mbar_free_energies(bias, n_k, initial=initial, counts=counts)
+        return f_k, mbar_log_weights(bias, n_k, f_k, counts=counts)[fine_t[index]]
+
+    everything = torch.arange(len(phi))
+    f_k, log_w = solve(everything)
+    phi_t = torch.as_tensor(phi)
+    edges = torch.linspace(-math.pi, math.pi, bins + 1, dtype=torch.float64)
+    regions = {
+        "sign": (phi_t < 0, phi_t > 0),
+        "basin": ((phi_t < 0) | (phi_t >= split), (phi_t >= 0) & (phi_t < split)),
+    }
+
+    def estimates(lw: Tensor, index: Tensor) -> tuple[list[float], Tensor]:
+        dfs = [free_energy_difference(lw, a[index], b[index], n_bootstrap=0).value for a, b in regions.values()]
+        prof = free_energy_profile(phi_t[index], lw, edges, n_bootstrap=0)
+        return dfs, prof.free_energy
+
+    dfs, profile = estimates(log_w, everything)
+    sample_fs = float(meta["sample_fs"])
+    block = max(1, round(block_ps * 1000 / sample_fs))
+    n_blocks = m // block
+    gen = torch.Generator().manual_seed(seed)
+    rep_df, rep_prof = [], []
+    for _ in range(n_bootstrap):
+        pick = torch.randint(n_blocks, (n_windows, n_blocks), generator=gen)
+        idx = (pick[..., None] * block + torch.arange(block)).reshape(n_windows, -1)
+        index = (idx + torch.arange(n_windows)[:, None] * m).reshape(-1)
+        _, lw = solve(index, initial=f_k)
+        d_r, p_r = estimates(lw, index)
+        rep_df.append(d_r)
+        both = torch.isfinite(p_r) & torch.isfinite(profile)
+        p = torch.where(both, torch.exp(-profile), torch.zeros_like(profile))
+        shift = (p * torch.where(both, p_r - profile, torch.zeros_like(p_r))).sum() / p.sum()
+        rep_prof.append(p_r - shift)
+    rep_df_t = torch.tensor(rep_df, dtype=torch.float64)
+    prof_err = torch.stack(rep_prof).std(0)
+    definitions = {
+        "sign": "F(phi > 0) - F(phi < 0), kT",
+        "basin": f"F(0 <= phi < {split}) - F(rest): the alpha_L / C7ax basin against beta, C5, alpha_R "
+        "(the beta basin wraps past phi = pi)",
+    }
+    return {
+        "delta_f": {
+            name: {"definition": definitions[name], "value": dfs[i], "error": float(rep_df_t[:, i].std())}
+            for i, name in enumerate(regions)
+        },
+        "method": f"umbrella sampling along phi ({n_windows} windows, kappa {kappa:g} kJ/mol/rad^2, "
+        f"{m * sample_fs / 1000:g} ps per window after {meta['equilibrate_ps']:g} ps equilibration), MBAR "
+        f"(bgflow_sci.reweighting.mbar_*); errors: block bootstrap within windows ({block_ps:g} ps blocks, "
+        f"{n_bootstrap} replicates, MBAR re-solved each); MBAR on 0.1° bins of phi (the biases depend on phi only)",
+        "file": path.name,
+        "command": meta["command"],
+        "total_ns": n_windows * m * sample_fs / 1e6,
+        "profile": {
+            "centers": (0.5 * (edges[1:] + edges[:-1])).numpy(),
+            "free_energy": profile.numpy(),
+            "error": prof_err.numpy(),
+            "edges": edges.numpy(),
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--solvent", choices=("vacuum", "obc2"), default="obc2")
@@ -76,6 +174,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--block-ps", type=float, default=1000.0, help="block length of the block bootstrap")
     parser.add_argument("--n-bootstrap", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--umbrella-block-ps", type=float, default=10.0, help="block length within umbrella windows")
+    parser.add_argument("--umbrella-bootstrap", type=int, default=100, help="MBAR bootstrap replicates")
     a = parser.parse_args(argv)
 
     ad = load_system(HERE)
@@ -114,6 +214,21 @@ def main(argv: list[str] | None = None) -> dict:
         if n_visits < 10
         else None
     )
+    plain_md = {
+        "definition": "F(phi > 0) - F(phi < 0) = -log N(phi>0) + log N(phi<0), kT",
+        "value": iid.value,
+        "error": delta_f_error,
+        "error_method": f"block bootstrap over {n_blocks} contiguous blocks of {block * interval:g} ps, "
+        f"{a.n_bootstrap} replicates",
+        "iid_bootstrap_error": iid.error,
+        "fraction_phi_positive": float(positive.mean()),
+        "n_frames_phi_positive": int(positive.sum()),
+        "n_visits_phi_positive": n_visits,
+        "phi_of_positive_frames_rad": [round(float(v), 3) for v in phi[positive][:20]],
+        "warning": warning,
+        "block_error_scan_ps": scan,
+    }
+    umbrella = umbrella_reference(ad, a.solvent, a.bins, a.umbrella_block_ps, a.umbrella_bootstrap, a.seed)
     result = {
         "solvent": a.solvent,
         "temperature_K": meta["temperature_K"],
@@ -125,42 +240,37 @@ def main(argv: list[str] | None = None) -> dict:
             "chains": int(len(np.unique(chain))),
             "command": meta["command"],
         },
-        "delta_f": {
-            "definition": "F(phi > 0) - F(phi < 0) = -log N(phi>0) + log N(phi<0), kT",
-            "value": iid.value,
-            "error": delta_f_error,
-            "error_method": f"block bootstrap over {n_blocks} contiguous blocks of {block * interval:g} ps, "
-            f"{a.n_bootstrap} replicates",
-            "iid_bootstrap_error": iid.error,
-            "fraction_phi_positive": float(positive.mean()),
-            "n_frames_phi_positive": int(positive.sum()),
-            "n_visits_phi_positive": n_visits,
-            "phi_of_positive_frames_rad": [round(float(v), 3) for v in phi[positive][:20]],
-            "warning": warning,
-            "block_error_scan_ps": scan,
-        },
+        # the reference: umbrella sampling + MBAR when its data exist, else plain MD (with its warning)
+        "delta_f": dict(umbrella["delta_f"]["sign"], method=umbrella["method"]) if umbrella else plain_md,
+        "delta_f_basin": umbrella["delta_f"]["basin"] if umbrella else None,
+        "delta_f_plain_md": plain_md,
+        "umbrella": {k: v for k, v in umbrella.items() if k not in ("profile", "delta_f")} if umbrella else None,
         "profile": {
             "file": f"reference_{a.solvent}.npz",
             "cv": "phi (rad), C(ACE)-N-CA-C",
             "bins": a.bins,
             "range": [-math.pi, math.pi],
-            "definition": "F = -log p(phi), kT, minimum 0",
+            "definition": "F = -log p(phi), kT, minimum 0; keys free_energy/error (umbrella + MBAR when "
+            "available, else MD) and md_free_energy/md_error (plain MD)",
             "error_method": f"block bootstrap ({block * interval:g} ps blocks), replicates aligned by "
             "the probability-weighted constant shift",
         },
         "computed_by": "python systems/alanine_dipeptide/reference.py " + " ".join(argv or []),
     }
     ad.DATA_DIR.joinpath(f"reference_{a.solvent}.json").write_text(json.dumps(result, indent=2) + "\n")
+    primary = umbrella["profile"] if umbrella else {"free_energy": f_raw, "error": profile_error}
     np.savez(
         ad.DATA_DIR / f"reference_{a.solvent}.npz",
         centers=prof.centers.numpy(),
         edges=edges,
-        free_energy=f_raw,
-        error=profile_error,
-        iid_error=prof.error.numpy(),
-        counts=prof.counts.numpy(),
+        free_energy=primary["free_energy"],
+        error=primary["error"],
+        md_free_energy=f_raw,
+        md_error=profile_error,
+        md_iid_error=prof.error.numpy(),
+        md_counts=prof.counts.numpy(),
     )
-    print(json.dumps(result["delta_f"], indent=2))
+    print(json.dumps({k: result[k] for k in ("delta_f", "delta_f_basin")}, indent=2))
     return result
 
 

@@ -23,6 +23,7 @@ TEMPERATURE = float(CONFIG["temperature"])  # kelvin
 N_ATOMS = 22
 PHI_ATOMS = (4, 6, 8, 14)  # C(ACE) N CA C
 PSI_ATOMS = (6, 8, 14, 16)  # N CA C N(NME)
+BASIN_SPLIT = 2.2  # rad: αL/C7ax basin is 0 <= φ < 2.2; the β basin wraps past φ = π
 
 
 def _check_solvent(solvent: str) -> str:
@@ -121,3 +122,94 @@ def load_reference_free_energy(solvent: str = "obc2") -> dict[str, Any]:
     with np.load(path.with_suffix(".npz")) as f:
         result["profile"] = {k: f[k] for k in f.files}
     return result
+
+
+# --------------------------------------------------------------- hooks of `bgflow-sci train/sample/reweight`
+
+
+def training_data(config: dict[str, Any]) -> np.ndarray:
+    """Training frames ``(frames, 66)`` nm: the reference MD of ``config["data"]["solvent"]`` plus, when
+    ``data.umbrella_frames > 0``, that many umbrella-sampling frames (``umbrella_<solvent>.npz``) drawn evenly
+    from the windows with ``0 < φ_k < BASIN_SPLIT``, so the flow also covers the rarely visited αL/C7ax basin.
+
+    Those frames only widen the proposal: importance weights with the exact energy remove their bias.
+    """
+    data = config.get("data", {})
+    solvent = data.get("solvent", CONFIG["solvent"])
+    x = load_reference_data(solvent)["positions"].reshape(-1, 3 * N_ATOMS)
+    n_extra = int(data.get("umbrella_frames", 0))
+    if n_extra > 0:
+        path = DATA_DIR / f"umbrella_{solvent}.npz"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"umbrella data {path} not found; regenerate it with:\n    {CONFIG['umbrella'][solvent]['command']}"
+            )
+        with np.load(path) as f:
+            centers, pos = f["centers"], f["positions"]
+        frames = pos[(centers > 0) & (centers < BASIN_SPLIT)].reshape(-1, 3 * N_ATOMS)
+        pick = np.random.default_rng(0).choice(len(frames), size=min(n_extra, len(frames)), replace=False)
+        x = np.concatenate([x, frames[np.sort(pick)]])
+    return x
+
+
+def make_boltzmann_generator(config: dict[str, Any], data):
+    """Internal-coordinate spline-flow Boltzmann generator (``bgflow_sci.molecular``) with the batched torch
+    force field of the OpenMM system as target (kT at ``TEMPERATURE``)."""
+    from bgflow_sci.energies import TorchForceField
+    from bgflow_sci.molecular import molecular_boltzmann_generator
+
+    model = config.get("model", {})
+    solvent = config.get("data", {}).get("solvent", CONFIG["solvent"])
+    target = TorchForceField.from_openmm(build_openmm_system(solvent)[1], TEMPERATURE)
+    return molecular_boltzmann_generator(
+        topology(),
+        target,
+        data,
+        n_layers=model.get("n_layers", 8),
+        n_bins=model.get("n_bins", 8),
+        hidden=tuple(model.get("hidden", (128, 128))),
+        bound=model.get("bound", 5.0),
+        tight_torsion_std=model.get("tight_torsion_std", 0.3),
+        seed=config.get("train", {}).get("seed", 0),
+    )
+
+
+def collective_variables(x: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"phi": ..., "psi": ...}`` (rad) of flat or ``(frames, 22, 3)`` positions in nm."""
+    phi, psi = backbone_dihedrals(np.asarray(x).reshape(-1, N_ATOMS, 3))
+    return {"phi": phi, "psi": psi}
+
+
+def free_energy_regions(cvs: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``ΔF = F_B - F_A`` regions: ``phi_sign`` (φ < 0 vs φ > 0, as the issue defines it) and ``phi_basin``
+    (β/C5/αR vs the αL/C7ax basin ``0 <= φ < BASIN_SPLIT``; the β basin wraps past φ = π)."""
+    phi = cvs["phi"]
+    basin = (phi >= 0) & (phi < BASIN_SPLIT)
+    return {"phi_sign": (phi < 0, phi > 0), "phi_basin": (~basin, basin)}
+
+
+def reference_free_energies(solvent: str | None = None) -> dict[str, Any] | None:
+    """Reference ΔF of :func:`free_energy_regions` and the φ profile (``reference.py``), or ``None``."""
+    try:
+        ref = load_reference_free_energy(solvent or CONFIG["solvent"])
+    except FileNotFoundError:
+        return None
+    delta_f = {"phi_sign": ref["delta_f"]}
+    if ref.get("delta_f_basin"):
+        delta_f["phi_basin"] = ref["delta_f_basin"]
+    p = ref["profile"]
+    return {"delta_f": delta_f, "profiles": {"phi": {k: p[k] for k in ("centers", "free_energy", "error")}}}
+
+
+def write_trajectory(x: np.ndarray, path: Path) -> Path:
+    """Samples as an mdtraj DCD trajectory ``<path>.dcd`` (nm -> Å handled by mdtraj)."""
+    import mdtraj
+
+    path = Path(path).with_suffix(".dcd")
+    mdtraj.Trajectory(np.asarray(x, dtype=np.float32).reshape(-1, N_ATOMS, 3), topology()).save_dcd(str(path))
+    return path
+
+
+def openmm_system(config: dict[str, Any]):
+    """``(topology, system, positions)`` of the configured solvent (for flow-enhanced MD)."""
+    return build_openmm_system(config.get("data", {}).get("solvent", CONFIG["solvent"]))

@@ -115,3 +115,19 @@ def test_bad_input():
         ic.inverse(torch.zeros(3, 11))
     z, _ = ic.inverse(torch.zeros(0, 12))
     assert z.shape == (0, 6)
+
+
+def test_siblings_take_their_torsion_relative_to_the_first_sibling(alanine):
+    """Methyl hydrogens and the other atoms sharing (j, k) are placed relative to the first of them, so that
+    their torsions are nearly fixed offsets (±120°, 180°) rather than copies of one rotor angle."""
+    ic, xyz = alanine
+    rows = {i: (j, k, l) for i, j, k, l in ic.zmatrix.rows}
+    first = {}
+    for i, (j, k, l) in rows.items():
+        first.setdefault((j, k), i)
+    for i, (j, k, l) in rows.items():
+        if first[(j, k)] != i and j != ic.zmatrix.root[1]:
+            assert l == first[(j, k)], (i, j, k, l)
+    # the three methyl hydrogens of ALA (11, 12, 13 on CB 10): 12 and 13 sit at about ±120° from 11
+    t = dihedral(*(xyz.reshape(22, 3)[a] for a in (12, *rows[12])))
+    assert abs(abs(float(t)) - 2 * math.pi / 3) < 0.2

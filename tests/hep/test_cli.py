@@ -1,8 +1,11 @@
-"""``bgflow-sci morph`` via argparse on a small synthetic ROOT file.  Runtime ≈ 5 s (1 thread)."""
+"""``bgflow-sci morph train|apply|report`` end to end on small synthetic ROOT files.  Runtime ≈ 10 s (1 thread)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 
 import numpy as np
 import pytest
@@ -14,48 +17,133 @@ from bgflow_sci.hep.io import read_tree  # noqa: E402
 from bgflow_sci.hep.morphing import MorphingFlow  # noqa: E402
 from bgflow_sci.hep.synthetic import write_root  # noqa: E402
 
+VARS, CONTEXT = ["r9_1", "sieie_1", "iso_1"], ["pt_1", "eta_1"]
 
-def _parser() -> argparse.ArgumentParser:
+
+def _run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bgflow-sci")
     add_morph_parser(parser.add_subparsers(dest="command", required=True))
-    return parser
+    args = parser.parse_args(["morph", *argv])
+    return args.func(args)
 
 
-def test_morph_cli_writes_corrected_branches(tmp_path, capsys):
-    src = write_root(tmp_path / "sample.root", 600, 600, seed=0)
-    out, model_path = tmp_path / "corrected.root", tmp_path / "model.pt"
-    args = _parser().parse_args(
-        ["morph", "--mc", f"{src}:mc", "--data", f"{src}:data", "--vars", "r9_1", "sieie_1", "--context", "pt_1",
-         "eta_1", "--kinds", "r9_1=logit", "sieie_1=log", "pt_1=log", "--steps", "30", "--batch-size", "128",
-         "--layers", "2", "--eval-batches", "3", "--out", str(out), "--save-model", str(model_path), "--no-progress"]
-    )  # fmt: skip
-    assert args.func(args) == 0
-    assert '"constraint_satisfied"' in capsys.readouterr().out
-    got, _ = read_tree(out, "mc", ["r9_1", "r9_1_corr", "sieie_1_corr", "pt_1", "eta_1", "sieie_1"], library="np")
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model trained for a few steps on ``train.root`` and a separate ``test.root`` to apply it to."""
+    tmp = tmp_path_factory.mktemp("morph_cli")
+    train = write_root(tmp / "train.root", 800, 800, seed=0)
+    test = write_root(tmp / "test.root", 700, 700, seed=1)
+    model = tmp / "model.pt"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = _run(
+        ["train", "--mc", f"{train}:mc", "--data", f"{train}:data", "--vars", *VARS, "--context", *CONTEXT,
+         "--kinds", "r9_1=logit", "sieie_1=log", "iso_1=spike", "pt_1=log", "--steps", "40", "--batch-size", "128",
+         "--layers", "2", "--eval-batches", "3", "--out", str(model), "--log", str(tmp / "log.jsonl"),
+         "--no-progress", "--threads", "1"]
+        )  # fmt: skip
+    assert code == 0
+    return tmp, train, test, model, json.loads(stdout.getvalue())
+
+
+def test_train_apply_report_end_to_end(trained, capsys):
+    tmp, _, test, model_path, summary = trained
+    assert summary["variables"] == VARS and summary["context"] == CONTEXT and summary["steps"] == 40
+    assert "final_lambda" in summary and "mmd2" in summary
+    assert "mmd/lambda" in json.loads((tmp / "log.jsonl").read_text().splitlines()[-1])  # multiplier history logged
+
+    out = tmp / "corrected.root"
+    assert (
+        _run(["apply", str(model_path), "--in", f"{test}:mc", "--out", str(out), "--seed", "3", "--no-progress"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["branches"] == [v + "_corr" for v in VARS]
+
+    # the written <var>_corr branches equal the in-memory model applied to the same events
     model = MorphingFlow.load(model_path)
-    assert model.names == ["r9_1", "sieie_1"] and model.context_names == ["pt_1", "eta_1"]
-    expected = model.morph({k: got[k] for k in ("r9_1", "sieie_1", "pt_1", "eta_1")})
-    np.testing.assert_allclose(got["r9_1_corr"], expected["r9_1"], rtol=1e-6)
-    np.testing.assert_allclose(got["sieie_1_corr"], expected["sieie_1"], rtol=1e-6)
-    original, _ = read_tree(src, "mc", ["r9_1"], library="np")
-    np.testing.assert_array_equal(got["r9_1"], original["r9_1"])  # originals copied untouched
+    assert model.names == VARS and model.context_names == CONTEXT
+    original, _ = read_tree(test, "mc", VARS + CONTEXT + ["mass"], library="np")
+    got, _ = read_tree(out, "mc", VARS + CONTEXT + ["mass"] + [v + "_corr" for v in VARS], library="np")
+    expected = model.morph({k: original[k] for k in VARS + CONTEXT}, seed=3)
+    for v in VARS:
+        np.testing.assert_allclose(got[v + "_corr"], expected[v], rtol=1e-6, atol=1e-12)
+        assert not np.allclose(got[v + "_corr"], original[v])  # the model did move the events
+    for k in VARS + CONTEXT + ["mass"]:
+        np.testing.assert_array_equal(got[k], original[k])  # originals copied untouched
+    np.testing.assert_array_equal(got["iso_1_corr"][original["iso_1"] == 0] >= 0, True)  # spike kept in-domain
 
-
-def test_morph_cli_bad_input(tmp_path):
-    src = write_root(tmp_path / "sample.root", 50, 50, seed=0)
-    parser = _parser()
-    args = parser.parse_args(
-        ["morph", "--mc", str(src), "--data", str(src), "--tree", "mc", "--vars", "r9_1", "--kinds", "nope=log",
-         "--out", str(tmp_path / "o.root")]
+    report = tmp / "report"
+    code = _run(
+        ["report", "--data", f"{test}:data", "--corrected", f"{out}:mc", "--model", str(model_path), "--out",
+         str(report), "--mass", "mass", "--permutations", "20", "--mmd-events", "400", "--no-progress"]
     )  # fmt: skip
+    assert code == 0 and "corrected MC" in capsys.readouterr().out
+    result = json.loads((report / "report.json").read_text())
+    assert result["features"] == VARS + CONTEXT and result["events_mc"] == 700 and result["events_data"] == 700
+    for label in ("MC", "corrected MC"):
+        m = result["metrics"][label]
+        assert set(m["w1"]) == set(VARS + CONTEXT)
+        assert 0.0 <= m["auc"] <= 1.0 and 0.0 <= m["mmd_p"] <= 1.0 and m["mmd2"] > -1e-3 and m["corr_diff"] >= 0
+    # the context is not corrected: its W1 distances are identical for MC and corrected MC
+    for c in CONTEXT:
+        assert result["metrics"]["MC"]["w1"][c] == pytest.approx(result["metrics"]["corrected MC"]["w1"][c])
+    assert result["metrics"]["MC"]["auc"] > 0.6  # the uncorrected difference is visible to the classifier
+    for name in ("variables.png", "correlations.png", "mass.png"):
+        assert (report / name).stat().st_size > 10_000
+
+
+def test_apply_refuses_mismatched_inputs(trained, tmp_path):
+    _, train, test, model, _ = trained
+    # output == input (also through a differently spelled path)
+    with pytest.raises(SystemExit, match="input file"):
+        _run(["apply", str(model), "--in", f"{test}:mc", "--out", str(test), "--no-progress"])
+    with pytest.raises(SystemExit, match="input file"):
+        _run(["apply", str(model), "--in", f"{test}:mc", "--out", f"{test.parent}/./{test.name}", "--no-progress"])
+    # a --vars list differing from the model's: the message names the branch
+    with pytest.raises(SystemExit, match="mismatched variables.*iso_1"):
+        _run(
+            ["apply", str(model), "--in", f"{test}:mc", "--vars", "r9_1", "sieie_1", "--out", str(tmp_path / "a.root")]
+        )
+    with pytest.raises(SystemExit, match="mismatched variables.*eta_2"):
+        _run(
+            ["apply", str(model), "--in", f"{test}:mc", "--context", "pt_1", "eta_2", "--out", str(tmp_path / "b.root")]
+        )
+    # an input tree that lacks a model branch: file, tree and branch named
+    other = write_root(tmp_path / "other.root", 20, 20, seed=2)
+    import uproot
+
+    lacking = tmp_path / "lacking.root"
+    sample, _ = read_tree(other, "mc", ["r9_1", "sieie_1", "pt_1", "eta_1"], library="np")
+    with uproot.recreate(lacking) as f:
+        f.mktree("events", {k: v.dtype for k, v in sample.items()})
+        f["events"].extend(sample)
+    with pytest.raises(SystemExit, match=r"branch 'iso_1' not found in tree 'events' of file .*lacking\.root"):
+        _run(["apply", str(model), "--in", f"{lacking}:events", "--out", str(tmp_path / "c.root"), "--no-progress"])
+    with pytest.raises(SystemExit, match=r"tree 'nope' not found in file"):
+        _run(["apply", str(model), "--in", f"{test}:nope", "--out", str(tmp_path / "d.root"), "--no-progress"])
+    assert not any((tmp_path / n).exists() for n in ("a.root", "b.root", "c.root", "d.root"))
+    # not a model file
+    with pytest.raises(SystemExit, match="MorphingFlow"):
+        _run(["apply", str(train), "--in", f"{test}:mc", "--out", str(tmp_path / "e.root")])
+
+
+def test_train_and_report_bad_input(trained, tmp_path):
+    _, train, test, model, _ = trained
     with pytest.raises(SystemExit, match="nope"):
-        args.func(args)
-    args = parser.parse_args(["morph", "--mc", str(src), "--data", str(src), "--vars", "r9_1", "--out", "o.root"])
-    with pytest.raises(SystemExit, match="tree"):
-        args.func(args)
-    args = parser.parse_args(
-        ["morph", "--mc", str(src), "--data", str(src), "--tree", "mc", "--vars", "missing_branch", "--out",
-         str(tmp_path / "o.root")]
-    )  # fmt: skip
-    with pytest.raises(ValueError, match="missing_branch"):
-        args.func(args)
+        _run(["train", "--mc", str(train), "--data", str(train), "--tree", "mc", "--vars", "r9_1", "--kinds",
+              "nope=log", "--out", str(tmp_path / "m.pt")])  # fmt: skip
+    with pytest.raises(SystemExit, match="names no tree"):
+        _run(["train", "--mc", str(train), "--data", str(train), "--vars", "r9_1", "--out", str(tmp_path / "m.pt")])
+    with pytest.raises(SystemExit, match="missing_branch"):
+        _run(["train", "--mc", str(train), "--data", str(train), "--tree", "mc", "--vars", "missing_branch",
+              "--out", str(tmp_path / "m.pt")])  # fmt: skip
+    with pytest.raises(SystemExit, match="empty selection.*pt_1 > 1e6"):
+        _run(["train", "--mc", f"{train}:mc", "--data", f"{train}:data", "--vars", "r9_1", "--cut", "pt_1 > 1e6",
+              "--out", str(tmp_path / "m.pt")])  # fmt: skip
+    with pytest.raises(SystemExit, match="morph apply"):  # the old one-shot usage: --out was the ROOT output
+        _run(["train", "--mc", f"{train}:mc", "--data", f"{train}:data", "--vars", "r9_1", "--out", "x.root"])
+    with pytest.raises(SystemExit, match="input file"):
+        _run(["train", "--mc", f"{train}:mc", "--data", f"{train}:data", "--vars", "r9_1", "--out", str(train)])
+    # report on a file without the _corr branches
+    with pytest.raises(SystemExit, match="r9_1_corr.*morph apply"):
+        _run(["report", "--data", f"{test}:data", "--corrected", f"{test}:mc", "--model", str(model), "--out",
+              str(tmp_path / "r")])  # fmt: skip

@@ -9,7 +9,17 @@ import torch
 pytest.importorskip("skhep_testdata")
 uproot = pytest.importorskip("uproot")
 
-from bgflow_sci.hep.datasets import MUON_MASS, dimuon_mass, load_hzz_muons, load_zmumu, skhep_testdata_path  # noqa: E402
+from bgflow_sci.hep.datasets import (  # noqa: E402
+    FIDUCIAL,
+    MUON_MASS,
+    dimuon_frame,
+    dimuon_mass,
+    fiducial_selection,
+    load_hzz_muons,
+    load_zmumu,
+    muons_from_frame,
+    skhep_testdata_path,
+)
 
 KEYS = ["pt1", "eta1", "phi1", "charge1", "pt2", "eta2", "phi2", "charge2", "mass", "weight"]
 
@@ -62,3 +72,41 @@ def test_dimuon_mass_numpy_and_torch():
     np.testing.assert_allclose(m.detach().numpy(), ref, rtol=1e-10)
     m.sum().backward()
     assert all(torch.isfinite(a.grad).all() for a in args)
+
+
+def test_zmumu_one_row_per_event_and_fiducial_selection():
+    raw = uproot.open(skhep_testdata_path("uproot-Zmumu.root"))["events"].arrays(["Type", "Run", "Event"], library="np")
+    gg = load_zmumu(reco="GG")
+    assert len(gg["mass"]) == len(set(zip(raw["Run"], raw["Event"]))) == 500  # one row per physical event
+    with pytest.raises(ValueError, match="reco"):
+        load_zmumu(reco="XX")
+    mc = load_hzz_muons(pair="z")
+    for sample, n_before, n_after in ((mc, 1406, 1192), (gg, 500, 494), (load_zmumu(), 2304, 2004)):
+        sel, keep = fiducial_selection(sample)
+        assert len(keep) == n_before and keep.sum() == n_after == len(sel["pt1"])
+        lo, hi = FIDUCIAL["mass_range"]
+        assert np.all(np.minimum(sel["pt1"], sel["pt2"]) > 20) and np.all((sel["mass"] > lo) & (sel["mass"] < hi))
+        assert np.all(np.abs(np.r_[sel["eta1"], sel["eta2"]]) < 2.4) and np.all(sel["charge1"] != sel["charge2"])
+    assert fiducial_selection(mc, mass_range=None, opposite_charge=False, pt_min=0, abs_eta_max=9)[1].all()
+    with pytest.raises(ValueError, match="missing"):
+        fiducial_selection({"pt1": np.ones(3)})
+
+
+def test_dimuon_frame_round_trip_and_known_configuration():
+    sample = fiducial_selection(load_zmumu(reco="GG"))[0]
+    frame = dimuon_frame(sample)
+    np.testing.assert_allclose(frame["m"], sample["mass"], rtol=1e-9)
+    back = muons_from_frame(frame)
+    for k in ("pt1", "eta1", "pt2", "eta2"):
+        np.testing.assert_allclose(back[k], sample[k], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.cos(back["phi1"] - sample["phi1"]), 1.0, atol=1e-12)
+    # by hand: pair of mass m moving along x with momentum P; rest-frame decay along the beam (θ* = 90°, φ* = 0)
+    m, big_p = 91.0, 30.0
+    q, e_star = np.sqrt(m**2 / 4 - MUON_MASS**2), m / 2
+    gamma_beta = big_p / m
+    f = {"m": [m], "pt_ll": [big_p], "y_ll": [0.0], "phi_ll": [0.0], "cos_theta": [0.0], "phi_star": [0.0]}
+    mu = muons_from_frame(f)
+    assert mu["pt1"][0] == pytest.approx(gamma_beta * e_star) and mu["pt2"][0] == pytest.approx(gamma_beta * e_star)
+    eta = np.arcsinh(q / (gamma_beta * e_star))
+    assert sorted([mu["eta1"][0], mu["eta2"][0]]) == pytest.approx([-eta, eta])
+    assert mu["phi1"][0] == pytest.approx(0.0, abs=1e-12)

@@ -143,7 +143,29 @@ def test_reference_free_energy_matches_data():
     n_pos, n_neg = (phi > 0).sum(), (phi <= 0).sum()
     if n_pos == 0:
         pytest.skip("no phi > 0 frames in the (partial) data yet")
-    assert ref["delta_f"]["value"] == pytest.approx(-math.log(n_pos / n_neg), abs=1e-9)
-    assert ref["delta_f"]["error"] > 0 and ref["md"]["frames"] == len(phi)
+    plain = ref["delta_f_plain_md"]
+    assert plain["value"] == pytest.approx(-math.log(n_pos / n_neg), abs=1e-9)
+    assert plain["error"] > 0 and ref["md"]["frames"] == len(phi)
     prof = ref["profile"]
     assert prof["free_energy"].shape == prof["error"].shape == (len(prof["centers"]),)
+    assert prof["md_free_energy"].shape == prof["free_energy"].shape
+
+
+@pytest.mark.skipif(not (ad.DATA_DIR / "umbrella_obc2.npz").exists(), reason="umbrella data not generated")
+def test_umbrella_reference_is_self_consistent():
+    """The umbrella/MBAR reference: ΔF(φ>0 vs φ<0) equals -log of the profile's probability mass ratio, the
+    windows cover the circle, and the main basin is where MD lives."""
+    ref = ad.load_reference_free_energy("obc2")
+    assert "umbrella" in ref["delta_f"]["method"] and 0 < ref["delta_f"]["error"] < 0.5
+    prof = ref["profile"]
+    p = np.exp(-prof["free_energy"]) * np.diff(prof["edges"])
+    assert np.isfinite(prof["free_energy"]).all()  # umbrella windows cover every φ bin
+    c = prof["centers"]
+    assert ref["delta_f"]["value"] == pytest.approx(-math.log(p[c > 0].sum() / p[c < 0].sum()), abs=0.05)
+    assert c[np.argmin(prof["free_energy"])] < 0  # global minimum in the β/αR half, as in MD
+    with np.load(ad.DATA_DIR / "umbrella_obc2.npz") as f:
+        phi, centers = f["phi"], f["centers"]
+    # each window samples around its centre (periodic distance of the mean below 0.5 rad)
+    mean = np.arctan2(np.sin(phi).mean(1), np.cos(phi).mean(1))
+    dist = np.abs(np.angle(np.exp(1j * (mean - centers))))
+    assert dist.max() < 0.5, dist.max()

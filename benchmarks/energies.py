@@ -1,13 +1,15 @@
 """Configurations per second for energies + forces of alanine dipeptide: OpenMM loops vs TorchForceField.
 
 In one run: (a) OpenMM Reference platform, one Context, ``setPositions`` + ``getState(energy, forces)`` per
-configuration; (b) the same loop on OpenMM's CPU platform (if available); (c) TorchForceField eager (analytic
-forces, no compilation); (d) TorchForceField with ``torch.compile`` (the fast path).  Vacuum and OBC2 implicit
-solvent, batch sizes 256/1024/4096, for each torch thread count.  Prints a markdown table and writes JSON.
+configuration; (b) the same loop on OpenMM's CPU platform (if available); (c) the package's OpenMM bridge
+(:class:`~bgflow_sci.energies.OpenMMEnergy`, a pool of ``threads`` spawned workers with one Reference Context
+each, the batch sent in chunks); (d) TorchForceField eager (analytic forces, no compilation); (e) TorchForceField
+with ``torch.compile`` (the fast path).  Vacuum and OBC2 implicit solvent, batch sizes 1/64/4096 by default, for
+each torch thread count.  Prints a markdown table and writes JSON.
 
-    python benchmarks/force_field_throughput.py                    # CPU, threads 2, float32
-    python benchmarks/force_field_throughput.py --threads 2 1 --dtype float32 float64 --repeats 5
-    python benchmarks/force_field_throughput.py --device cuda      # later, on a GPU
+    python benchmarks/energies.py                    # CPU, threads 2, float32, batches 1 64 4096
+    python benchmarks/energies.py --threads 2 1 --dtype float32 float64 --repeats 5
+    python benchmarks/energies.py --device cuda      # on a GPU
 
 The machine is shared: run it when ``uptime`` shows low load; each number is the median over ``--repeats``.
 There is no eager-autograd baseline here: TorchForceField's energy carries its analytic gradient.
@@ -62,6 +64,17 @@ def openmm_loop_rate(system, xs: np.ndarray, platform_name: str, threads: int) -
     return rate
 
 
+def bridge_rate(bridge, xs: np.ndarray, batch: int) -> float:
+    """Configurations per second of ``OpenMMEnergy.energy_and_force`` on batches of ``batch`` (pool workers)."""
+    n_batches = max(1, len(xs) // batch)
+    chunks = [torch.tensor(xs[i * batch : (i + 1) * batch].reshape(-1, xs[0].size)) for i in range(n_batches)]
+    bridge.energy_and_force(chunks[0])  # warm-up
+    t0 = time.perf_counter()
+    for x in chunks:
+        bridge.energy_and_force(x)
+    return n_batches * batch / (time.perf_counter() - t0)
+
+
 def torch_rate(ff, x: torch.Tensor, inner: int) -> float:
     ff.energy_and_force(x)  # warm-up (compilation happens at construction's first call)
     if x.device.type == "cuda":
@@ -77,7 +90,7 @@ def torch_rate(ff, x: torch.Tensor, inner: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--systems", nargs="+", default=["vacuum", "implicit"], choices=["vacuum", "implicit"])
-    parser.add_argument("--batch", nargs="+", type=int, default=[256, 1024, 4096])
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 64, 4096])
     parser.add_argument("--threads", nargs="+", type=int, default=[2])
     parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float64"])
     parser.add_argument("--device", default="cpu")
@@ -85,10 +98,10 @@ def main() -> None:
     parser.add_argument("--openmm-configs", type=int, default=2000)
     parser.add_argument("--chunk-size", type=int, default=512, help="chunk size of the compiled path")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile path")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "force_field_throughput.json"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "energies.json"))
     args = parser.parse_args()
 
-    from bgflow_sci.energies import TorchForceField
+    from bgflow_sci.energies import OpenMMEnergy, TorchForceField
 
     device = torch.device(args.device)
     rng = np.random.default_rng(0)
@@ -98,6 +111,7 @@ def main() -> None:
         xs = x0[None] + 0.01 * rng.standard_normal((max(args.batch + [args.openmm_configs]),) + x0.shape)
         for threads in args.threads:
             torch.set_num_threads(threads)
+            bridge = OpenMMEnergy(system, 300.0, n_workers=threads)
             variants = {"eager": TorchForceField.from_openmm(system, 300.0).to(device)}
             if not args.no_compile:
                 variants["compiled"] = TorchForceField.from_openmm(
@@ -111,13 +125,14 @@ def main() -> None:
                     print(f"[{solvent} threads={threads} {dtype_name}] {name} warm-up {time.perf_counter() - t0:.1f} s")
                 for batch in args.batch:
                     x = torch.tensor(xs[:batch].reshape(batch, -1), dtype=dtype, device=device)
-                    res = {k: [] for k in ["openmm_reference", "openmm_cpu", *variants]}
+                    res = {k: [] for k in ["openmm_reference", "openmm_cpu", "openmm_pool", *variants]}
                     for _ in range(args.repeats):
                         # interleave the baseline with our runs so that both see the same machine load
                         res["openmm_reference"].append(
                             openmm_loop_rate(system, xs[: args.openmm_configs], "Reference", threads)
                         )
                         res["openmm_cpu"].append(openmm_loop_rate(system, xs[: args.openmm_configs], "CPU", threads))
+                        res["openmm_pool"].append(bridge_rate(bridge, xs[: max(batch, args.openmm_configs)], batch))
                         for name, ff in variants.items():
                             res[name].append(torch_rate(ff, x, inner=max(1, 8192 // batch)))
                     med = {k: (statistics.median(v) if v and v[0] is not None else None) for k, v in res.items()}
@@ -134,19 +149,20 @@ def main() -> None:
                         row[f"{name}_speedup_vs_reference"] = med[name] / med["openmm_reference"]
                     rows.append(row)
                     print(json.dumps({k: v for k, v in row.items() if not k.endswith("_all")}), flush=True)
+            bridge.close()
 
     names = [k for k in ("eager", "compiled") if any(f"{k}_per_s" in r for r in rows)]
-    header = "| system | threads | dtype | batch | OpenMM Reference | OpenMM CPU | " + " | ".join(
+    header = "| system | threads | dtype | batch | OpenMM Reference | OpenMM CPU | OpenMM pool | " + " | ".join(
         f"torch {n} (× Ref)" for n in names
     )
     print("\n" + header + " |")
-    print("|" + "---|" * (6 + len(names)))
+    print("|" + "---|" * (7 + len(names)))
     for r in rows:
         cpu = f"{r['openmm_cpu_per_s']:,.0f}" if r["openmm_cpu_per_s"] else "n/a"
         cells = [f"{r[n + '_per_s']:,.0f} ({r[n + '_speedup_vs_reference']:.1f}×)" for n in names]
         print(
             f"| {r['system']} | {r['threads']} | {r['dtype']} | {r['batch']} | {r['openmm_reference_per_s']:,.0f} "
-            f"| {cpu} | " + " | ".join(cells) + " |"
+            f"| {cpu} | {r['openmm_pool_per_s']:,.0f} | " + " | ".join(cells) + " |"
         )
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = {
