@@ -123,7 +123,7 @@ def test_siblings_take_their_torsion_relative_to_the_first_sibling(alanine):
     ic, xyz = alanine
     rows = {i: (j, k, l) for i, j, k, l in ic.zmatrix.rows}
     first = {}
-    for i, (j, k, l) in rows.items():
+    for i, (j, k, _l) in rows.items():
         first.setdefault((j, k), i)
     for i, (j, k, l) in rows.items():
         if first[(j, k)] != i and j != ic.zmatrix.root[1]:
