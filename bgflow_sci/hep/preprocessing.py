@@ -13,6 +13,14 @@ Column kinds (``y`` before standardisation):
   back to exactly ``at``.  ``δ = π₀ m / (1 − π₀)`` with ``m`` the mean of ``x − at`` over ``x > at``: for an
   exponential tail the dequantised density is then continuous at ``at`` (height ``(1 − π₀)/m`` on both sides).
   Not a bijection (the spike has zero width), hence no Jacobian.
+* ``"spike_asinh"`` (or ``("spike_asinh", at)``): the same spike, with a logarithmic tail for heavy, exponential-like
+  continuous parts (isolation).  Values above the spike go to ``t = asinh((x − at)/m)`` (``m`` the fitted mean
+  excess, stored in ``b``): linear near the spike, ``≈ log(2(x − at)/m)`` in the tail, so an exponential tail becomes
+  a doubly-exponentially decaying one and the far-tail events land inside a flow's spline range instead of many
+  standard deviations outside it (where the flow is an identity with a Gaussian latent, and the density ratio of
+  two flows is uncontrolled).  Values on the spike are dequantised in ``t``: ``t = −δ U`` with ``δ = π₀/(1 − π₀)``
+  (continuous density at 0 for an exponential tail, as above).  Jacobian ``−log m − ½ log(1 + ((x − at)/m)²)``
+  above the spike, 0 on it.
 
 Standardisation: ``(y − μ) / σ`` with (weighted) mean and standard deviation fitted on the transformed sample.
 """
@@ -28,7 +36,7 @@ from torch import Tensor, nn
 
 __all__ = ["PhysicsPreprocessor"]
 
-_KINDS = ("identity", "log", "logit", "spike")
+_KINDS = ("identity", "log", "logit", "spike", "spike_asinh")
 
 
 def _parse(kind: Any) -> tuple[str, float, float]:
@@ -42,7 +50,7 @@ def _parse(kind: Any) -> tuple[str, float, float]:
         if not hi > lo:
             raise ValueError(f"logit bounds must satisfy lo < hi, got {lo}, {hi}")
         return name, lo, hi
-    if name == "spike":
+    if name in ("spike", "spike_asinh"):
         return name, float(kind[1]) if len(kind) > 1 else 0.0, 0.0
     return name, 0.0, 0.0
 
@@ -68,7 +76,7 @@ class PhysicsPreprocessor(nn.Module):
         self.eps = float(eps)
         d = len(parsed)
         self.register_buffer("a", torch.tensor([p[1] for p in parsed], dtype=torch.float64))  # logit lo / spike at
-        self.register_buffer("b", torch.tensor([p[2] for p in parsed], dtype=torch.float64))  # logit hi
+        self.register_buffer("b", torch.tensor([p[2] for p in parsed], dtype=torch.float64))  # logit hi / asinh m
         self.register_buffer("delta", torch.zeros(d, dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(d, dtype=torch.float64))
         self.register_buffer("std", torch.ones(d, dtype=torch.float64))
@@ -95,10 +103,13 @@ class PhysicsPreprocessor(nn.Module):
             elif kind == "logit":
                 t = ((c - a[j]) / (b[j] - a[j])).clamp(self.eps, 1 - self.eps)
                 c = torch.log(t) - torch.log1p(-t)
-            elif kind == "spike":
+            elif kind in ("spike", "spike_asinh"):
                 dev = c.device if generator is None else generator.device
                 u = 1.0 - torch.rand(c.shape, generator=generator, dtype=c.dtype, device=dev).to(c.device)
-                c = torch.where(c == a[j], a[j] - delta[j] * u, c)
+                if kind == "spike":
+                    c = torch.where(c == a[j], a[j] - delta[j] * u, c)
+                else:
+                    c = torch.where(c == a[j], -delta[j] * u, torch.asinh((c - a[j]) / b[j]))
             cols.append(c)
         return torch.stack(cols, 1)
 
@@ -118,14 +129,18 @@ class PhysicsPreprocessor(nn.Module):
                 raise ValueError(f"column {name!r} is all NaN / non-finite")
             if kind == "log" and (c[finite] <= 0).any():
                 raise ValueError(f"column {name!r}: 'log' needs x > 0, min is {c[finite].min().item():.4g}")
-            if kind == "spike":
+            if kind in ("spike", "spike_asinh"):
                 at = self.a[j].item()
                 if (c[finite] < at).any():
                     raise ValueError(f"column {name!r}: 'spike' at {at} needs x >= {at}")
                 on, above = finite & (c == at), finite & (c > at)
                 p0 = (w[on].sum() / w[finite].sum()).item()
                 m = ((w[above] * (c[above] - at)).sum() / w[above].sum()).item() if above.any() else 1.0
-                self.delta[j] = p0 * m / max(1.0 - p0, 1e-12) if p0 > 0 else 0.0
+                if kind == "spike":
+                    self.delta[j] = p0 * m / max(1.0 - p0, 1e-12) if p0 > 0 else 0.0
+                else:
+                    self.b[j] = m if m > 0 else 1.0
+                    self.delta[j] = p0 / max(1.0 - p0, 1e-12) if p0 > 0 else 0.0
         y = self._shape(t, torch.Generator().manual_seed(seed))
         ok = torch.isfinite(y).all(1)
         wn = w[ok] / w[ok].sum()
@@ -164,6 +179,8 @@ class PhysicsPreprocessor(nn.Module):
                 c = a[j] + (b[j] - a[j]) * torch.sigmoid(c)
             elif kind == "spike":
                 c = torch.clamp(c, min=a[j])
+            elif kind == "spike_asinh":
+                c = a[j] + b[j] * torch.sinh(torch.clamp(c, min=0.0))
             cols.append(c)
         x = torch.stack(cols, 1)
         return x.numpy() if is_np else x
@@ -181,6 +198,9 @@ class PhysicsPreprocessor(nn.Module):
             elif kind == "logit":
                 s = (c - a[j]) / (b[j] - a[j])
                 out = out - torch.log(b[j] - a[j]) - torch.log(s) - torch.log1p(-s)
+            elif kind == "spike_asinh":
+                u = (c - a[j]) / b[j]
+                out = out + torch.where(c == a[j], torch.zeros_like(u), -torch.log(b[j]) - 0.5 * torch.log1p(u * u))
         return out
 
     def extra_repr(self) -> str:
