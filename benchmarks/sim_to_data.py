@@ -51,6 +51,7 @@ from bgflow_sci.hep.reweight import (
     clip_weights,
     density_ratio_log_weights,
     effective_sample_size,
+    fit_ratio_flows,
     histogram_chi2,
 )
 from bgflow_sci.hep.synthetic import CORRECTED, DATA_PARAMS, MC_PARAMS, generate, photon_table, true_correction
@@ -59,6 +60,7 @@ from bgflow_sci.training import seed_everything
 VARS = list(CORRECTED)
 CTX = ["pt", "eta"]
 KINDS = ["logit", "log", "spike"]
+RW_KINDS = ["logit", "log", "spike_asinh"]  # density-ratio flows: logarithmic isolation tail
 CTX_KINDS = ["log", "identity"]
 
 
@@ -234,8 +236,11 @@ def reweighting(args, plots: Path) -> dict:
     ctx = ["pt", "abs_eta"]
 
     seed_everything(args.seed)
-    ratio = FlowQuantileMorpher(VARS, ctx, KINDS, ["log", "identity"], transformer="spline", n_layers=4, seed=args.seed)
-    ratio.fit(xm, xd, cm, cd, steps=args.rw_flow_steps, batch_size=1024, lr=2e-3, seed=args.seed)
+    # iso: spike + asinh tail, preprocessing fitted on MC + data: both samples' tails inside the splines' range ±6
+    ratio = FlowQuantileMorpher(
+        VARS, ctx, RW_KINDS, ["log", "identity"], transformer="spline", n_layers=4, bound=6.0, seed=args.seed
+    )
+    fit_ratio_flows(ratio, xm, xd, cm, cd, steps=args.rw_flow_steps, batch_size=1024, lr=2e-3, seed=args.seed)
     lw_flow = density_ratio_log_weights(ratio.mc, ratio.data, xmt, cmt, seed=args.seed, n_dequantization=16)
     out["seconds"]["flow_ratio"] = t()
     t = _timer()
@@ -248,8 +253,11 @@ def reweighting(args, plots: Path) -> dict:
     out["seconds"]["classifier"] = t()
     lw_exact = _log_density(xmt, cmt, DATA_PARAMS) - _log_density(xmt, cmt, MC_PARAMS)
     out["config"] = {
-        "flow ratio": f"two conditional spline flows (4 layers), ML {args.rw_flow_steps} steps, batch 1024, "
-        "context (pT, |η|), spike averaged over 16 dequantisations",
+        "flow ratio": f"two conditional spline flows (4 layers, spline range ±6), ML {args.rw_flow_steps} steps, "
+        "batch 1024, "
+        "context (pT, |η|), preprocessing logit r9, log σiηiη, iso spike + asinh tail ('spike_asinh') fitted on "
+        "pooled MC + data (fit_ratio_flows), spike "
+        "averaged over 16 dequantisations",
         "classifier": f"MLP 64×64, features logit r9, log σiηiη, iso + (iso == 0), log pT, log |η|; "
         f"{args.clf_steps} steps, batch 1024 per class, early stopping on a 20 % validation split",
         "weights": "normalised to mean 1, unclipped (the 99.9 % clipped variant is in 'clipped')",
@@ -538,8 +546,19 @@ def main() -> None:
     result["seconds"] = t_all()
     print("\ntargets:", json.dumps({k: result[k]["targets"] for k in parts if k in result}, indent=1))
     print(f"total {result['seconds']} s")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if args.only is not None and out_path.exists():
+        # partial run: replace only the parts that ran, keep the others (and the full run's header) as they are
+        with open(out_path, encoding="utf-8") as f:
+            merged = json.load(f)
+        runs = merged.setdefault("partial_runs", {})
+        for key in parts:
+            if key in result:
+                merged[key] = result[key]
+                runs[key] = {k: result[k] for k in ("date", "machine", "args", "seconds")}
+        result = merged
+    with open(out_path, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
 
 

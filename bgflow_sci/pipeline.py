@@ -292,7 +292,10 @@ def reweight(samples: str | os.PathLike, out: str | os.PathLike, n_bootstrap: in
         ref = (reference or {}).get("profiles", {}).get(name)
         if ref is not None:
             profiles["reference"] = SimpleNamespace(**ref)
-        plot_free_energy_profiles(profiles, out / f"free_energy_{name}.png", xlabel=name)
+        values = [np.asarray(p.free_energy)[np.isfinite(np.asarray(p.free_energy))] for p in profiles.values()]
+        top = max((float(v.max()) for v in values if v.size), default=10.0)
+        ylim = (-1.0, min(top, 30.0) + 2)
+        plot_free_energy_profiles(profiles, out / f"free_energy_{name}.png", xlabel=name, ylim=ylim)
     if len(cvs) >= 2:
         (n1, c1), (n2, c2) = list(cvs.items())[:2]
         panels = {"flow": (c1[finite.numpy()], c2[finite.numpy()], None)}

@@ -59,8 +59,11 @@ def plot_free_energy_profiles(
     path: str | Path,
     exact: tuple[Tensor | np.ndarray, Tensor | np.ndarray] | None = None,
     xlabel: str = "$x_1$",
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
-    """Free-energy profiles (objects with ``centers``, ``free_energy`` and optional ``error``) with error bars."""
+    """Free-energy profiles (objects with ``centers``, ``free_energy`` and optional ``error``) with error bars.
+
+    ``ylim`` fixes the energy axis (kT) so that a few huge error bars of sparse bins do not flatten the plot."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     if exact is not None:
         ax.plot(_np(exact[0]), _np(exact[1]), "k-", lw=2, label="exact", zorder=0)
@@ -73,6 +76,8 @@ def plot_free_energy_profiles(
         else:
             ax.errorbar(c[ok], f[ok], yerr=np.nan_to_num(_np(err)[ok]), fmt="o", ms=3, capsize=2, label=name)
     ax.set(xlabel=xlabel, ylabel="free energy / kT")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.legend()
     fig.tight_layout()
     return _save(fig, path)

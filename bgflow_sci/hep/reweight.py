@@ -35,15 +35,56 @@ from torch import Tensor, nn
 from ..reweighting import ess
 from ..training.trainer import Trainer
 from .preprocessing import PhysicsPreprocessor
-from .quantile_flow import ConditionalDensityFlow
+from .quantile_flow import ConditionalDensityFlow, FlowQuantileMorpher
 
 __all__ = [
     "ClassifierReweighter",
     "clip_weights",
     "density_ratio_log_weights",
     "effective_sample_size",
+    "fit_ratio_flows",
     "histogram_chi2",
 ]
+
+
+def fit_ratio_flows(
+    flows: FlowQuantileMorpher,
+    mc: Any,
+    data: Any,
+    mc_context: Any = None,
+    data_context: Any = None,
+    mc_weights: Any = None,
+    data_weights: Any = None,
+    seed: int = 0,
+    **train_kwargs: Any,
+) -> FlowQuantileMorpher:
+    """Fit the two flows of :func:`density_ratio_log_weights`: one preprocessing fitted on the *pooled* MC + data
+    sample (each normalised to the same total weight), then each flow by maximum likelihood (``train_kwargs`` to
+    :meth:`~bgflow_sci.hep.quantile_flow.ConditionalDensityFlow.fit`).
+
+    The shared preprocessing makes the Jacobians cancel exactly in the ratio; fitting it on both samples (rather
+    than on MC, as :meth:`FlowQuantileMorpher.fit` does for morphing) keeps the tails of *both* samples inside the
+    splines' range, where both densities are modelled rather than extrapolated.  Use tail-compressing kinds
+    (``"log"``, ``"logit"``, ``"spike_asinh"``) for heavy tails.  Returns ``flows``.
+    """
+    xm, cm = flows.mc.inputs(mc, mc_context)
+    xd, cd = flows.data.inputs(data, data_context)
+    if len(xm) == 0 or len(xd) == 0:
+        raise ValueError(f"empty selection: {len(xm)} MC and {len(xd)} data events")
+
+    def norm(w: Any, n: int) -> np.ndarray:
+        w = np.ones(n) if w is None else np.abs(np.asarray(torch.as_tensor(w).detach().cpu(), np.float64))
+        if w.shape != (n,) or not w.sum() > 0:
+            raise ValueError(f"weights must have shape ({n},) with a positive total")
+        return w / w.sum()
+
+    pooled_w = np.concatenate([norm(mc_weights, len(xm)), norm(data_weights, len(xd))])
+    pooled_c = None if cm is None else torch.cat([cm, cd.to(cm)])
+    flows.mc.fit_preprocessing(torch.cat([xm, xd.to(xm)]), pooled_c, pooled_w, seed=seed)
+    flows.data.copy_preprocessing(flows.mc)
+    flows.mc.fit(xm, cm, mc_weights, seed=seed, **train_kwargs)
+    flows.data.fit(xd, cd, data_weights, seed=seed + 1, **train_kwargs)
+    return flows
 
 
 def density_ratio_log_weights(
@@ -210,11 +251,12 @@ def histogram_chi2(
 
 
 def _feature_kinds(kinds: Sequence[Any]) -> tuple[list[Any], list[tuple[int, float]]]:
-    """Classifier features: spike columns stay linear (``"identity"``) and get an indicator ``x == at`` appended."""
+    """Classifier features: spike columns (``"spike"``, ``"spike_asinh"``) stay linear (``"identity"``) and get an
+    indicator ``x == at`` appended."""
     pre, spikes = [], []
     for j, k in enumerate(kinds):
         name = k if isinstance(k, str) else k[0]
-        if name == "spike":
+        if name in ("spike", "spike_asinh"):
             spikes.append((j, float(k[1]) if not isinstance(k, str) and len(k) > 1 else 0.0))
             pre.append("identity")
         else:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import math
 import multiprocessing as mp
@@ -31,16 +30,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from generate_md import _system_module  # same folder: the system module without importing torch
 
 HERE = Path(__file__).resolve().parent
 KB = 0.00831446261815324  # kJ/mol/K
-
-
-def _system_module():
-    spec = importlib.util.spec_from_file_location("_alanine_dipeptide_system", HERE / "system.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def dihedral_np(p: np.ndarray, atoms: tuple[int, int, int, int]) -> np.ndarray:
