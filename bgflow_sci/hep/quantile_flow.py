@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,6 +47,14 @@ class _WeightedMaximumLikelihood(MaximumLikelihood):
         ctx = None if self.context is None else self.context[idx]
         w = self.weights[idx]
         return -(w * self.model.log_prob(self.data[idx], ctx)).sum() / w.sum()
+
+
+def _normalised(w: Any, n: int) -> np.ndarray:
+    """``|w|`` (ones for ``None``) normalised to total 1, shape ``(n,)``."""
+    w = np.ones(n) if w is None else np.abs(np.asarray(torch.as_tensor(w).detach().cpu(), np.float64))
+    if w.shape != (n,) or not w.sum() > 0:
+        raise ValueError(f"weights must have shape ({n},) with a positive total")
+    return w / w.sum()
 
 
 class ConditionalDensityFlow(VariableModel):
@@ -188,15 +197,31 @@ class FlowQuantileMorpher:
         mc_weights: Any = None,
         data_weights: Any = None,
         seed: int = 0,
+        pooled_preprocessing: bool = False,
         **train_kwargs: Any,
     ) -> FlowQuantileMorpher:
-        """Fit the shared preprocessing on MC, then each flow by maximum likelihood (``train_kwargs`` to
-        :meth:`ConditionalDensityFlow.fit`)."""
+        """Fit the shared preprocessing, then each flow by maximum likelihood (``train_kwargs`` to
+        :meth:`ConditionalDensityFlow.fit`).
+
+        The preprocessing is fitted on MC (morphing maps MC events, so MC defines the range), or with
+        ``pooled_preprocessing`` on MC and data pooled, each normalised to the same total weight (density ratios:
+        the tails of *both* samples stay inside the splines' range). Either way both flows share it, so their
+        Jacobians cancel exactly in a ratio.
+        """
         xm, cm = self.mc.inputs(mc, mc_context)
-        wm = _weights(mc_weights, len(xm), "mc_weights", xm) if len(xm) else None
-        if len(xm) == 0:
-            raise ValueError("empty selection: no MC events")
-        self.mc.fit_preprocessing(xm, cm, wm, seed=seed)
+        if pooled_preprocessing:
+            xd, cd = self.data.inputs(data, data_context)
+            if len(xm) == 0 or len(xd) == 0:
+                raise ValueError(f"empty selection: {len(xm)} MC and {len(xd)} data events")
+            pooled_w = np.concatenate([_normalised(mc_weights, len(xm)), _normalised(data_weights, len(xd))])
+            pooled_c = None if cm is None else torch.cat([cm, cd.to(cm)])
+            self.mc.fit_preprocessing(torch.cat([xm, xd.to(xm)]), pooled_c, pooled_w, seed=seed)
+            data, data_context = xd, cd
+        else:
+            wm = _weights(mc_weights, len(xm), "mc_weights", xm) if len(xm) else None
+            if len(xm) == 0:
+                raise ValueError("empty selection: no MC events")
+            self.mc.fit_preprocessing(xm, cm, wm, seed=seed)
         self.data.copy_preprocessing(self.mc)
         self.mc.fit(xm, cm, mc_weights, seed=seed, **train_kwargs)
         self.data.fit(data, data_context, data_weights, seed=seed + 1, **train_kwargs)

@@ -63,28 +63,12 @@ def fit_ratio_flows(
     :meth:`~bgflow_sci.hep.quantile_flow.ConditionalDensityFlow.fit`).
 
     The shared preprocessing makes the Jacobians cancel exactly in the ratio; fitting it on both samples (rather
-    than on MC, as :meth:`FlowQuantileMorpher.fit` does for morphing) keeps the tails of *both* samples inside the
+    than on MC, :meth:`FlowQuantileMorpher.fit`'s default for morphing) keeps the tails of *both* samples in the
     splines' range, where both densities are modelled rather than extrapolated.  Use tail-compressing kinds
     (``"log"``, ``"logit"``, ``"spike_asinh"``) for heavy tails.  Returns ``flows``.
     """
-    xm, cm = flows.mc.inputs(mc, mc_context)
-    xd, cd = flows.data.inputs(data, data_context)
-    if len(xm) == 0 or len(xd) == 0:
-        raise ValueError(f"empty selection: {len(xm)} MC and {len(xd)} data events")
-
-    def norm(w: Any, n: int) -> np.ndarray:
-        w = np.ones(n) if w is None else np.abs(np.asarray(torch.as_tensor(w).detach().cpu(), np.float64))
-        if w.shape != (n,) or not w.sum() > 0:
-            raise ValueError(f"weights must have shape ({n},) with a positive total")
-        return w / w.sum()
-
-    pooled_w = np.concatenate([norm(mc_weights, len(xm)), norm(data_weights, len(xd))])
-    pooled_c = None if cm is None else torch.cat([cm, cd.to(cm)])
-    flows.mc.fit_preprocessing(torch.cat([xm, xd.to(xm)]), pooled_c, pooled_w, seed=seed)
-    flows.data.copy_preprocessing(flows.mc)
-    flows.mc.fit(xm, cm, mc_weights, seed=seed, **train_kwargs)
-    flows.data.fit(xd, cd, data_weights, seed=seed + 1, **train_kwargs)
-    return flows
+    args = (mc, data, mc_context, data_context, mc_weights, data_weights)
+    return flows.fit(*args, seed=seed, pooled_preprocessing=True, **train_kwargs)
 
 
 def density_ratio_log_weights(
