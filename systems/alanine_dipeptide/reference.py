@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from umbrella import periodic_bias  # same folder: the bias the windows were run with
 
 from bgflow_sci.reweighting import (
     bootstrap,
@@ -98,8 +99,7 @@ def umbrella_reference(ad, solvent: str, bins: int, block_ps: float, n_bootstrap
     fine_edges = np.linspace(-np.pi, np.pi, n_fine + 1)
     fine = np.clip(np.searchsorted(fine_edges, phi, side="right") - 1, 0, n_fine - 1)
     mid = 0.5 * (fine_edges[1:] + fine_edges[:-1])
-    d = np.abs(mid[None, :] - centers[:, None])
-    bias = torch.as_tensor(0.5 * kappa * np.minimum(d, 2 * np.pi - d) ** 2 / kt)  # (K, bins) reduced biases
+    bias = torch.as_tensor(periodic_bias(mid, centers, kappa) / kt)  # (K, bins) reduced biases, as simulated
     fine_t = torch.as_tensor(fine)
     n_k = torch.full((n_windows,), m)
 
