@@ -193,7 +193,8 @@ def train(
     }
     (out / "train.json").write_text(json.dumps(results, indent=2) + "\n")
     if evaluate:
-        path = sample(out / "model.pt", config["evaluate"]["samples"], out / "samples.npz", device=device)
+        ev = config["evaluate"]  # the model in memory is the one just saved: no reload from model.pt
+        path = _write_samples(module, bg, ev["samples"], out / "samples.npz", out / "model.pt", ev["batch_size"])
         results["reweighting"] = reweight(path, out)
         (out / "train.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
@@ -228,7 +229,10 @@ def sample(
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
     module, config, bg = load_model(checkpoint, device)
-    batch_size = batch_size or config["evaluate"]["batch_size"]
+    return _write_samples(module, bg, n, out, checkpoint, batch_size or config["evaluate"]["batch_size"])
+
+
+def _write_samples(module, bg, n: int, out: str | os.PathLike, checkpoint: str | os.PathLike, batch_size: int) -> Path:
     x, log_w = bg.sample(n, batch_size=batch_size)
     out = Path(out).with_suffix(".npz")
     out.parent.mkdir(parents=True, exist_ok=True)
