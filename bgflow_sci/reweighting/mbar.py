@@ -65,13 +65,14 @@ def mbar_free_energies(
     log_n_k = torch.log(n_k)
     u_min = u_kn.min(dim=0, keepdim=True).values.clamp(min=-1e300)  # shift per sample: the f's are unaffected
     n_total = float(n_k.sum())
+    shifted = u_kn[sampled] - u_min  # (K_sampled, N), fixed during the optimisation
 
     def objective(f_np: np.ndarray) -> tuple[float, np.ndarray]:
         f = torch.zeros(len(n_k), dtype=torch.float64, device=u_kn.device)
         f[sampled] = torch.as_tensor(f_np, device=u_kn.device)
-        log_d = _log_denominator(u_kn[sampled] - u_min, log_n_k[sampled], f[sampled])
+        log_d = _log_denominator(shifted, log_n_k[sampled], f[sampled])
         value = ((counts * log_d).sum() - (n_k[sampled] * f[sampled]).sum()) / n_total  # per sample: O(1)
-        grad = (counts * torch.exp(log_n_k[sampled, None] + f[sampled, None] - (u_kn[sampled] - u_min) - log_d)).sum(1)
+        grad = (counts * torch.exp(log_n_k[sampled, None] + f[sampled, None] - shifted - log_d)).sum(1)
         return float(value), ((grad - n_k[sampled]) / n_total).cpu().numpy()
 
     f0 = torch.zeros(len(n_k), dtype=torch.float64) if initial is None else torch.as_tensor(initial).double().cpu()
