@@ -7,9 +7,13 @@ Issue 6, "Must show" (held-out events throughout):
   quantile mapping; every variable's W1 shrinks relative to uncorrected MC;
 * the MDMM constraint is met at convergence (averaged MMD² within ε) with the multiplier history logged;
 * HZZ → Zmumu: the corrected dimuon mass and muon kinematics closer to data than uncorrected MC by the same metrics
-  (both samples in the common phase space ``datasets.FIDUCIAL``, one Zmumu row per event; MDMM on the muon variables
-  and on the dimuon-system variables; data-vs-data W1/correlation noise floors; repeated for ``--hzz-repeats`` more
-  seeds);
+  (both samples in the common phase space ``datasets.FIDUCIAL``, one Zmumu row per event).  Cross-fitted, held-out
+  evaluation (:func:`hzz`): data cut into ``--hzz-data-folds`` evaluation folds, MC into ``--hzz-folds`` folds; every
+  MC event is corrected by models that saw neither it nor the data it is compared with; metrics averaged over the
+  data folds; data-vs-data W1/correlation noise floors at the evaluation sizes.  MDMM on the muon variables with
+  m_μμ added to the MMD (``mmd_features``), and on the dimuon-system variables with the muon variables added to the
+  MMD (``--hzz-ablation``: both also without the derived features); repeated for ``--hzz-repeats`` more seeds, with
+  mean ± sd and per-metric "closer than uncorrected" counts in ``hzz_to_zmumu.summary``;
 * reweighting (flow density ratio; classifier cross-check): weighted MC histograms vs data within statistical
   errors -- χ²/ndf and p-value per variable (Poisson errors of data, sqrt(Σw²) of weighted MC, 40 equiprobable
   bins; equal-width bins also reported), Kish ESS; the exact generator ratio is the reference for what the test gives
@@ -316,13 +320,13 @@ def reweighting(args, plots: Path) -> dict:
     return out
 
 
-def _noise_floor(x: np.ndarray, n_a: int, n_eff_b: float, repeats: int, seed: int) -> dict:
+def _noise_floor(x: np.ndarray, n_a: int, target_sizes: tuple[float, float], repeats: int, seed: int) -> dict:
     """W1 per column and correlation-matrix error between disjoint random splits of the *same* sample ``x`` (data
     vs data), sizes ``n_a`` and the rest.
 
     ``mean``/``std`` over ``repeats`` splits; ``scaled`` multiplies the means by
-    sqrt((1/n_a + 1/n_eff_b) / (1/n_a + 1/n_rest)), the expected value for two same-distribution samples of sizes
-    ``n_a`` and ``n_eff_b`` (both fall as sqrt(1/n + 1/m))."""
+    sqrt((1/a + 1/b) / (1/n_a + 1/n_rest)) with ``(a, b) = target_sizes``: the expected value for two
+    same-distribution samples of sizes ``a`` and ``b`` (both fall as sqrt(1/n + 1/m))."""
     rng = np.random.default_rng(seed)
     n_rest = len(x) - n_a
     w1, corr = [], []
@@ -331,159 +335,281 @@ def _noise_floor(x: np.ndarray, n_a: int, n_eff_b: float, repeats: int, seed: in
         w1.append(hm.wasserstein_1d(x[p[:n_a]], x[p[n_a:]]))
         corr.append(hm.correlation_difference(x[p[:n_a]], x[p[n_a:]]))
     w1, corr = np.stack(w1), np.array(corr)
-    scale = float(np.sqrt((1 / n_a + 1 / n_eff_b) / (1 / n_a + 1 / n_rest)))
-    return {"sizes": [n_a, n_rest], "repeats": repeats, "scale_to_test_sizes": scale,
+    a, b = target_sizes
+    scale = float(np.sqrt((1 / a + 1 / b) / (1 / n_a + 1 / n_rest)))
+    return {"split_sizes": [n_a, n_rest], "target_sizes": [a, b], "repeats": repeats, "scale_to_target": scale,
             "w1_mean": w1.mean(0), "w1_std": w1.std(0), "w1_scaled": w1.mean(0) * scale,
-            "corr_diff_mean": float(corr.mean()), "corr_diff_std": float(corr.std()),
-            "corr_diff_scaled": float(corr.mean() * scale)}  # fmt: skip
+            "w1_scaled_std": w1.std(0) * scale, "corr_diff_mean": float(corr.mean()),
+            "corr_diff_std": float(corr.std()), "corr_diff_scaled": float(corr.mean() * scale)}  # fmt: skip
+
+
+HZZ_NAMES = ["pt1", "eta1", "pt2", "eta2", "dphi"]
+HZZ_KINDS = ["log", "identity", "log", "identity", ("logit", 0.0, float(np.pi))]
+FRAME_NAMES = ["m", "pt_ll", "y_ll", "cos_theta", "phi_star"]
+HZZ_COLS = HZZ_NAMES + ["mass"]
+
+
+def _muon_table(s: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(pT₁, η₁, pT₂, η₂, |Δφ|)`` of a dimuon table and the sign of Δφ = φ₂ − φ₁ (wrapped to (−π, π])."""
+    dphi = np.angle(np.exp(1j * (s["phi2"] - s["phi1"])))
+    return np.stack([s["pt1"], s["eta1"], s["pt2"], s["eta2"], np.abs(dphi)], 1), np.sign(dphi)
+
+
+def _mass_feature(x, c=None):
+    """m_μμ of muon variables ``(pT₁, η₁, pT₂, η₂, |Δφ|)`` (numpy or differentiable torch), shape ``(n, 1)``."""
+    from bgflow_sci.hep.datasets import dimuon_mass
+
+    m = dimuon_mass(x[:, 0], x[:, 1], 0.0 * x[:, 0], x[:, 2], x[:, 3], x[:, 4])
+    return m[:, None]
+
+
+def _frame_to_muons(f, phi_ll=None):
+    """Muon variables ``(n, 5)`` (and the muons' table) of dimuon-frame rows ``(m, pT_ll, y_ll, cos θ*, φ*)``."""
+    from bgflow_sci.hep.datasets import muons_from_frame
+
+    lib = torch if isinstance(f, torch.Tensor) else np
+    phi = 0.0 * f[:, 0] if phi_ll is None else phi_ll  # |Δφ|, pT and η do not depend on the pair's azimuth
+    mu = muons_from_frame({**dict(zip(FRAME_NAMES, f.T if lib is np else f.unbind(1))), "phi_ll": phi})
+    d = mu["phi2"] - mu["phi1"]
+    dphi = lib.abs(lib.arctan2(lib.sin(d), lib.cos(d)))
+    return lib.stack([mu["pt1"], mu["eta1"], mu["pt2"], mu["eta2"], dphi], 1), mu
+
+
+def _muon_features(f, c=None):
+    """Muon variables of dimuon-frame rows as MMD features of a dimuon-frame morphing (differentiable)."""
+    return _frame_to_muons(f)[0]
+
+
+_HZZ_CACHE: dict = {}
+
+
+def _hzz_samples() -> dict:
+    """Fiducial HZZ Z-candidate muons (MC) and Zmumu global-global events (data) as arrays (loaded once)."""
+    if _HZZ_CACHE:
+        return _HZZ_CACHE
+    from bgflow_sci.hep.datasets import FIDUCIAL, dimuon_frame, fiducial_selection, load_hzz_muons, load_zmumu
+
+    mc_all, data_all = load_hzz_muons(pair="z"), load_zmumu(reco="GG")
+    mc, data = fiducial_selection(mc_all)[0], fiducial_selection(data_all)[0]
+    xm, xd = _muon_table(mc)[0], _muon_table(data)[0]
+    fr_m, fr_d = dimuon_frame(mc), dimuon_frame(data)
+    _HZZ_CACHE.update(
+        xm=xm, wm=mc["weight"], mass_m=mc["mass"], xd=xd, mass_d=data["mass"],
+        fm=np.stack([fr_m[k] for k in FRAME_NAMES], 1), phi_ll_m=fr_m["phi_ll"],
+        fd=np.stack([fr_d[k] for k in FRAME_NAMES], 1),
+        selection={
+            "fiducial": {k: list(v) if isinstance(v, tuple) else v for k, v in FIDUCIAL.items()},
+            "mc_events": {"z_candidates": len(mc_all["pt1"]), "selected": len(mc["pt1"])},
+            "data_events": {"rows_all_reconstructions": len(load_zmumu()["pt1"]),
+                            "gg_one_per_event": len(data_all["pt1"]), "selected": len(data["pt1"])},
+            "mc_weight_sum": {"before": float(mc_all["weight"].sum()), "after": float(mc["weight"].sum())},
+        },
+    )  # fmt: skip
+    return _HZZ_CACHE
+
+
+def _frame_features(x, c=None):
+    """Dimuon-frame variables ``(m, pT_ll, y_ll, cos θ*, φ*)`` of muon variables ``(pT₁, η₁, pT₂, η₂, |Δφ|)`` (muon 1
+    at φ = 0 taken as the reference muon of the decay angles) as MMD features of a muon-variable morphing."""
+    from bgflow_sci.hep.datasets import dimuon_frame
+
+    lib = torch if isinstance(x, torch.Tensor) else np
+    zero = 0.0 * x[:, 0]
+    fr = dimuon_frame({"pt1": x[:, 0], "eta1": x[:, 1], "phi1": zero, "pt2": x[:, 2], "eta2": x[:, 3], "phi2": x[:, 4]})
+    return lib.stack([fr[k] for k in FRAME_NAMES], 1)
+
+
+def _hzz_variants(args) -> list[dict]:
+    """MDMM variants: muon variables with derived features (``--hzz-muon-features``: m_μμ or the dimuon frame) in the
+    MMD, dimuon frame with the muon variables in the MMD (and, with ``--hzz-ablation``, both without features)."""
+    from bgflow_sci.hep.datasets import FIDUCIAL
+
+    fkinds = [("logit", *FIDUCIAL["mass_range"]), "log", "identity", ("logit", -1.0, 1.0), ("logit", -np.pi, np.pi)]
+    mf = {"mass": ("m_μμ", _mass_feature), "frame": ("dimuon frame", _frame_features)}[args.hzz_muon_features]
+    out = [
+        {"label": f"MDMM, muon variables + {mf[0]} in MMD", "frame": False, "kinds": HZZ_KINDS, "features": mf[1]},
+        {"label": "MDMM, dimuon frame + muon variables in MMD", "frame": True, "kinds": fkinds,
+         "features": _muon_features},
+    ]  # fmt: skip
+    if args.hzz_ablation:
+        out += [
+            {"label": "MDMM, muon variables", "frame": False, "kinds": HZZ_KINDS, "features": None},
+            {"label": "MDMM, dimuon frame", "frame": True, "kinds": fkinds, "features": None},
+        ]
+    return out
+
+
+def _fit_hzz_variant(args, v: dict, x_tr, x_data, w_tr, batch: int, seed: int):
+    seed_everything(seed)
+    names = FRAME_NAMES if v["frame"] else HZZ_NAMES
+    model = MorphingFlow(names, (), v["kinds"], transformer="affine", n_layers=4, hidden=(64, 64), seed=seed)
+    res = fit_morphing(
+        model, x_tr, x_data, mc_weights=w_tr, steps=args.hzz_steps, batch_size=batch, lr=args.hzz_lr, damping=2.0,
+        multiplier_lr=0.1, scales=tuple(args.hzz_scales), seed=seed, mmd_features=v["features"],
+        feature_weight=args.hzz_feature_weight,
+    )  # fmt: skip
+    return model, res
+
+
+def _with_mass(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x, _mass_feature(x)], 1)
+
+
+def _mean_metrics(results: list[dict]) -> dict:
+    """Average of :func:`hm.compare` results (same candidates) over evaluation folds."""
+    out = {}
+    for label, r in results[0].items():
+        out[label] = {"w1": {n: float(np.mean([x[label]["w1"][n] for x in results])) for n in r["w1"]}}
+        out[label].update({m: float(np.mean([x[label][m] for x in results])) for m in r if m != "w1"})
+    return out
 
 
 def hzz(args, plots: Path | None, seed: int) -> dict:
-    """Morph (pT1, η1, pT2, η2, |Δφ|) of the Z-candidate muon pair of simulated HZZ events to CMS Zmumu data.
+    """Morph the Z-candidate muon pair of simulated HZZ events to CMS Zmumu data; cross-fitted, held-out evaluation.
 
     Both samples in the common phase space :data:`bgflow_sci.hep.datasets.FIDUCIAL`; data: one global-global
-    reconstruction row per event (the file repeats each event once per muon-reconstruction pairing).  ``seed`` sets
-    the train/test split and the training; ``plots=None`` skips the plots."""
-    from bgflow_sci.hep.datasets import (
-        FIDUCIAL,
-        dimuon_frame,
-        dimuon_mass,
-        fiducial_selection,
-        load_hzz_muons,
-        load_zmumu,
-        muons_from_frame,
-    )
-
-    out: dict = {"seconds": {}}
-    names = ["pt1", "eta1", "pt2", "eta2", "dphi"]
-    kinds = ["log", "identity", "log", "identity", ("logit", 0.0, float(np.pi))]
-
-    def table(s):
-        dphi = np.angle(np.exp(1j * (s["phi2"] - s["phi1"])))
-        return np.stack([s["pt1"], s["eta1"], s["pt2"], s["eta2"], np.abs(dphi)], 1), np.sign(dphi)
-
-    def mass(x, phi1, sign):
-        return dimuon_mass(x[:, 0], x[:, 1], phi1, x[:, 2], x[:, 3], phi1 + sign * x[:, 4])
-
-    mc_all, data_all = load_hzz_muons(pair="z"), load_zmumu(reco="GG")
-    mc, _ = fiducial_selection(mc_all)
-    data, _ = fiducial_selection(data_all)
-    out["selection"] = {
-        "fiducial": {k: list(v) if isinstance(v, tuple) else v for k, v in FIDUCIAL.items()},
-        "mc_events": {"z_candidates": len(mc_all["pt1"]), "selected": len(mc["pt1"])},
-        "data_events": {"rows_all_reconstructions": len(load_zmumu()["pt1"]), "gg_one_per_event": len(data_all["pt1"]),
-                        "selected": len(data["pt1"])},
-        "mc_weight_sum": {"before": float(mc_all["weight"].sum()), "after": float(mc["weight"].sum())},
-    }  # fmt: skip
-    xm_all, sm_all = table(mc)
-    xd_all, _ = table(data)
+    reconstruction row per event.  Data are cut into ``L = --hzz-data-folds`` random evaluation folds and MC into
+    ``K = --hzz-folds`` folds (``seed``).  For each evaluation fold ``l`` every MC event of fold ``j`` is corrected
+    by a model trained on the data *outside* fold ``l`` and the MC outside fold ``j`` (``L·K`` fits per method),
+    so that all MC events, each corrected by a model that never saw it, are compared with data fold ``l``, which no
+    model of that comparison saw; the metrics are averaged over ``l``.  (Pooling the out-of-fold corrections of a
+    single K-fold split and comparing them with *all* data is not held out: each model trained on most of those
+    data events, and the metrics come out below the data-vs-data noise floor.)  ``plots=None`` skips the plots."""
+    S = _hzz_samples()
+    xm, wm, xd, fm, fd = S["xm"], S["wm"], S["xd"], S["fm"], S["fd"]
+    n_m, n_d, L, K = len(xm), len(xd), args.hzz_data_folds, args.hzz_folds
     rng = np.random.default_rng(seed)
-    im, idd = rng.permutation(len(xm_all)), rng.permutation(len(xd_all))
-    km, kd = int(0.6 * len(im)), int(0.6 * len(idd))
-    tr_m, te_m, tr_d, te_d = im[:km], im[km:], idd[:kd], idd[kd:]
-    wm = mc["weight"]
-    out["events"] = {"mc_train": km, "mc_test": len(te_m), "data_train": kd, "data_test": len(te_d)}
-    xm, xmt, xd, xdt = xm_all[tr_m], xm_all[te_m], xd_all[tr_d], xd_all[te_d]
-    cand = {"uncorrected MC": xmt}
-    cand["quantile (per variable)"] = QuantileMapper(seed=seed).fit(xm, xd, wm[tr_m], names=names).transform(xmt)
+    fold_m, fold_d = rng.permutation(n_m) % K, rng.permutation(n_d) % L
+    out: dict = {"seconds": {}, "selection": S["selection"], "data_folds": L, "mc_folds": K}
+    out["events"] = {"mc": n_m, "data": n_d, "data_eval_per_fold": [int((fold_d == l).sum()) for l in range(L)],
+                     "data_train": [int((fold_d != l).sum()) for l in range(L)],
+                     "mc_train": [int((fold_m != j).sum()) for j in range(K)]}  # fmt: skip
+    variants = _hzz_variants(args)
+    labels = ["uncorrected MC", "per-variable quantile mapping"] + [v["label"] for v in variants]
+    cand = {c: [xm.copy() if c == "uncorrected MC" else np.empty_like(xm) for _ in range(L)] for c in labels}
+    fits: dict = {v["label"]: [] for v in variants}
+    out["seconds"] = {v["label"]: 0.0 for v in variants}
+    for l in range(L):
+        trd = fold_d != l
+        batch = min(args.hzz_batch, int(trd.sum()) // 2)
+        for j in range(K):
+            trm, tem = fold_m != j, fold_m == j
+            qm = QuantileMapper(seed=seed).fit(xm[trm], xd[trd], wm[trm], names=HZZ_NAMES)
+            cand["per-variable quantile mapping"][l][tem] = qm.transform(xm[tem])
+            for v in variants:
+                t = _timer()
+                src, tgt = (fm, fd) if v["frame"] else (xm, xd)
+                model, res = _fit_hzz_variant(args, v, src[trm], tgt[trd], wm[trm], batch, seed + 100 * l + 10 * j)
+                morphed = model.morph(src[tem], seed=seed)
+                cand[v["label"]][l][tem] = _frame_to_muons(morphed, S["phi_ll_m"][tem])[0] if v["frame"] else morphed
+                fits[v["label"]].append({"data_fold": l, "mc_fold": j, "batch_size": batch, "final": res.final,
+                                         "constraint_met": bool(res.satisfied),
+                                         "final_lambda": float(res.multipliers[-1])})  # fmt: skip
+                out["seconds"][v["label"]] += t()
+                if l == 0 and j == 0 and plots is not None:
+                    if v["features"] is not None:
+                        name = "hzz_frame_mdmm_history.png" if v["frame"] else "hzz_mdmm_history.png"
+                        _plot_history(_mdmm_history(res), plots / name, f"{v['label']} (data fold 0, MC fold 0)")
+    out["mdmm_fits"] = fits
+    out["mdmm_config"] = {"steps": args.hzz_steps, "lr": args.hzz_lr, "damping": 2.0, "multiplier_lr": 0.1,
+                          "scales": args.hzz_scales, "feature_weight": args.hzz_feature_weight,
+                          "transformer": "affine", "layers": 4, "hidden": [64, 64]}  # fmt: skip
+    data_full = np.concatenate([xd, S["mass_d"][:, None]], 1)
+    out["check_mass_formula_max_abs_diff"] = float(np.abs(_mass_feature(xm)[:, 0] - S["mass_m"]).max())
     t = _timer()
-    seed_everything(seed)
-    model = MorphingFlow(names, (), kinds, transformer="affine", n_layers=4, hidden=(64, 64), seed=seed)
-    batch = min(args.hzz_batch, kd // 2)
-    res = fit_morphing(
-        model, xm, xd, mc_weights=wm[tr_m], steps=args.hzz_steps, batch_size=batch, lr=args.hzz_lr, damping=2.0,
-        multiplier_lr=0.1, scales=tuple(args.hzz_scales), seed=seed,
-    )  # fmt: skip
-    cand["MDMM morphing (muon variables)"] = model.morph(xmt, seed=seed)
-    out["seconds"]["mdmm"] = t()
-    hist = _mdmm_history(res)
-    out["mdmm"] = {"variables": names, "batch_size": batch, "steps": args.hzz_steps, "final": res.final,
-                   "constraint_met": res.satisfied, "final_lambda": float(res.multipliers[-1]),
-                   "history_every_10_steps": hist}  # fmt: skip
-    # same MDMM settings in dimuon-system coordinates (mass, pT, rapidity of the pair; helicity-frame decay angles)
-    t = _timer()
-    fnames = ["m", "pt_ll", "y_ll", "cos_theta", "phi_star"]
-    fkinds = [("logit", *FIDUCIAL["mass_range"]), "log", "identity", ("logit", -1.0, 1.0), ("logit", -np.pi, np.pi)]
-    fr_m, fr_d = dimuon_frame(mc), dimuon_frame(data)
-    fm_all, fd_all = np.stack([fr_m[k] for k in fnames], 1), np.stack([fr_d[k] for k in fnames], 1)
-    seed_everything(seed)
-    fmodel = MorphingFlow(fnames, (), fkinds, transformer="affine", n_layers=4, hidden=(64, 64), seed=seed)
-    fres = fit_morphing(
-        fmodel, fm_all[tr_m], fd_all[tr_d], mc_weights=wm[tr_m], steps=args.hzz_steps, batch_size=batch,
-        lr=args.hzz_lr, damping=2.0, multiplier_lr=0.1, scales=tuple(args.hzz_scales), seed=seed,
-    )  # fmt: skip
-    fm_t = fmodel.morph(fm_all[te_m], seed=seed)
-    mu = muons_from_frame({**dict(zip(fnames, fm_t.T)), "phi_ll": fr_m["phi_ll"][te_m]})
-    x_frame, s_frame = table(mu)
-    cand["MDMM morphing (dimuon frame)"] = x_frame
-    out["seconds"]["mdmm_dimuon_frame"] = t()
-    fhist = _mdmm_history(fres)
-    out["mdmm_dimuon_frame"] = {"variables": fnames, "batch_size": batch, "steps": args.hzz_steps,
-                                "final": fres.final, "constraint_met": fres.satisfied,
-                                "final_lambda": float(fres.multipliers[-1]),
-                                "history_every_10_steps": fhist}  # fmt: skip
-    phi1_t, sign_t = mc["phi1"][te_m], sm_all[te_m]
-    m_data = data["mass"][te_d]
-    with_mass = {k: np.concatenate([v, mass(v, phi1_t, sign_t)[:, None]], 1) for k, v in cand.items()}
-    key = "MDMM morphing (dimuon frame)"
-    with_mass[key] = np.concatenate([x_frame, mass(x_frame, mu["phi1"], s_frame)[:, None]], 1)
-    data_full = np.concatenate([xdt, m_data[:, None]], 1)
-    out["check_mass_formula_max_abs_diff"] = float(np.abs(mass(xmt, phi1_t, sign_t) - mc["mass"][te_m]).max())
-    cols = names + ["mass"]
-    w_test = wm[te_m]
-    out["metrics"] = _compare(data_full, {k: (v, w_test) for k, v in with_mass.items()}, cols, args, seed=seed)
-    n_eff = float(w_test.sum() ** 2 / (w_test**2).sum())
-    floor = _noise_floor(np.concatenate([xd_all, data["mass"][:, None]], 1), len(te_d), n_eff, 500, seed)
-    floor["mc_test_kish_n_eff"] = n_eff
-    for key in ("w1_mean", "w1_std", "w1_scaled"):
-        floor[key] = dict(zip(cols, floor[key].tolist()))
+    per_fold = [
+        _compare(data_full[fold_d == l], {c: (_with_mass(v[l]), wm) for c, v in cand.items()}, HZZ_COLS, args,
+                 seed=seed + l)
+        for l in range(L)
+    ]  # fmt: skip
+    out["metrics_per_data_fold"] = per_fold
+    out["metrics"] = _mean_metrics(per_fold)
+    out["seconds"]["metrics"] = t()
+    n_eff = float(wm.sum() ** 2 / (wm**2).sum())
+    n_ev = n_d / L
+    floor = _noise_floor(data_full, n_d // 2, (n_ev, n_eff), 500, seed)
+    floor["mc_kish_n_eff"] = n_eff
+    for key in ("w1_mean", "w1_std", "w1_scaled", "w1_scaled_std"):
+        floor[key] = dict(zip(HZZ_COLS, floor[key].tolist()))
     out["noise_floor_data_vs_data"] = floor
-    print("\n## HZZ simulated muons → Zmumu CMS data (fiducial, held-out 40 %, MC event weights)\n")
-    print("selection:", json.dumps(out["selection"]))
+    print(f"\n## HZZ simulated muons → Zmumu CMS data (fiducial; {L} data × {K} MC folds, held out; seed {seed})\n")
     print(hm.format_table(out["metrics"]))
     w1f = {k: round(v, 4) for k, v in floor["w1_scaled"].items()}
-    print(
-        "noise floor (data vs data, scaled to the test sizes): W1",
-        w1f,
-        "corr_diff",
-        round(floor["corr_diff_scaled"], 3),
-    )
-    if plots is None:
-        return _hzz_targets(out, cols)
-    _plot_history(hist, plots / "hzz_mdmm_history.png", "MDMM on HZZ MC → Zmumu data (muon variables)")
-    _plot_history(fhist, plots / "hzz_frame_mdmm_history.png", "MDMM on HZZ MC → Zmumu data (dimuon frame)")
-    plot_variables(
-        {"Zmumu data": xdt, **{k: (v, w_test) for k, v in cand.items()}}, plots / "hzz_muons.png", names=names
-    )
-    plot_mass(
-        {"Zmumu data": m_data, **{k: (v[:, -1], w_test) for k, v in with_mass.items()}},
-        plots / "hzz_dimuon_mass.png",
-        bins=30,
-        range_=(60.0, 120.0),
-        xlabel=r"$m_{\mu\mu}$ [GeV]",
-    )
-    return _hzz_targets(out, cols)
+    print("noise floor (data vs data at the evaluation sizes): W1", w1f, "corr", round(floor["corr_diff_scaled"], 3))
+    _hzz_targets(out)
+    if plots is not None:
+        xs = {c: (v[0], wm) for c, v in cand.items()}
+        plot_variables({"Zmumu data": xd[fold_d == 0], **xs}, plots / "hzz_muons.png", names=HZZ_NAMES)
+        plot_mass(
+            {"Zmumu data": S["mass_d"][fold_d == 0], **{c: (_mass_feature(v[0])[:, 0], wm) for c, v in cand.items()}},
+            plots / "hzz_dimuon_mass.png",
+            bins=30,
+            range_=(60.0, 120.0),
+            xlabel=r"$m_{\mu\mu}$ [GeV]",
+        )
+    return out
 
 
-def _hzz_targets(out: dict, cols: list[str]) -> dict:
+def _closer(d: dict, u: dict) -> dict:
+    """Per metric: is candidate ``d`` closer to data than uncorrected ``u``?"""
+    res = {f"w1 {v}": d["w1"][v] < u["w1"][v] for v in HZZ_COLS}
+    res.update({m: d[m] < u[m] for m in ("corr_diff", "auc", "mmd2") if m in d})
+    return res
+
+
+def _hzz_targets(out: dict) -> dict:
     m = out["metrics"]
     u = m["uncorrected MC"]
+    out["targets"] = {}
+    for label, d in m.items():
+        if label != "uncorrected MC":
+            c = _closer(d, u)
+            out["targets"][label] = {"all_closer": all(c.values()), "not_closer": [k for k, v in c.items() if not v]}
     fl = out["noise_floor_data_vs_data"]
-    out["targets"] = {
-        "w1_uncorrected_within_noise_floor": [v for v in cols if u["w1"][v] <= fl["w1_scaled"][v]],
-        "corr_uncorrected_within_noise_floor": u["corr_diff"] <= fl["corr_diff_scaled"],
+    out["targets"]["w1_uncorrected_within_noise_floor"] = [v for v in HZZ_COLS if u["w1"][v] <= fl["w1_scaled"][v]]
+    out["targets"]["constraint_met_all_fits"] = {
+        k: all(f["constraint_met"] for f in v) for k, v in out["mdmm_fits"].items()
     }
-    for label, tag in (("MDMM morphing (muon variables)", "muon"), ("MDMM morphing (dimuon frame)", "frame")):
-        d = m[label]
-        out["targets"][tag] = {
-            "w1_mass_closer": d["w1"]["mass"] < u["w1"]["mass"],
-            "w1_every_variable_closer": all(d["w1"][v] < u["w1"][v] for v in cols),
-            "w1_not_closer": [v for v in cols if d["w1"][v] >= u["w1"][v]],
-            "auc_closer": d["auc"] < u["auc"],
-            "mmd_closer": d["mmd2"] < u["mmd2"],
-            "corr_closer": d["corr_diff"] < u["corr_diff"],
-        }
     return out
+
+
+def _hzz_summary(runs: dict) -> dict:
+    """Mean ± sd over seeds of every metric and per-metric counts of seeds where a candidate beats uncorrected MC."""
+    summary: dict = {}
+    for key in ("metrics",):
+        labels = list(next(iter(runs.values()))[key])
+        tab: dict = {}
+        for label in labels:
+            rows = [r[key][label] for r in runs.values()]
+            metr = {f"w1 {v}": [r["w1"][v] for r in rows] for v in HZZ_COLS}
+            metr.update({m: [r[m] for r in rows] for m in ("corr_diff", "auc", "mmd2") if m in rows[0]})
+            tab[label] = {m: {"mean": float(np.mean(x)), "sd": float(np.std(x, ddof=1)) if len(x) > 1 else 0.0}
+                          for m, x in metr.items()}  # fmt: skip
+            if label != "uncorrected MC":
+                closer = [_closer(r[key][label], r[key]["uncorrected MC"]) for r in runs.values()]
+                tab[label]["closer_count"] = {m: int(sum(c[m] for c in closer)) for m in closer[0]}
+        summary[key] = tab
+    summary["seeds"] = list(runs)
+    return summary
+
+
+def _print_hzz_summary(summary: dict) -> None:
+    n = len(summary["seeds"])
+    for key in ("metrics",):
+        tab = summary[key]
+        mets = list(next(iter(tab.values())))
+        mets = [m for m in mets if m != "closer_count"]
+        print(f"\n### HZZ {key}: mean ± sd over seeds {summary['seeds']} (closer than uncorrected: count of {n})\n")
+        print("| sample | " + " | ".join(mets) + " |")
+        print("|---|" + "---|" * len(mets))
+        for label, r in tab.items():
+            cells = []
+            for m in mets:
+                cell = f"{r[m]['mean']:.3g} ± {r[m]['sd']:.2g}"
+                if "closer_count" in r:
+                    cell += f" ({r['closer_count'][m]}/{n})"
+                cells.append(cell)
+            print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -503,6 +629,12 @@ def main() -> None:
     p.add_argument("--hzz-lr", type=float, default=2e-3)
     p.add_argument("--hzz-scales", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     p.add_argument("--hzz-repeats", type=int, default=4, help="extra HZZ runs with seeds seed+1.. (no plots)")
+    p.add_argument("--hzz-data-folds", type=int, default=2, help="data folds: held-out evaluation samples")
+    p.add_argument("--hzz-folds", type=int, default=2, help="MC folds of the cross-fitting")
+    p.add_argument("--hzz-muon-features", choices=["mass", "frame"], default="mass",
+                   help="derived MMD features of the muon-variable morphing")  # fmt: skip
+    p.add_argument("--hzz-feature-weight", type=float, default=1.0, help="weight of the derived MMD features")
+    p.add_argument("--hzz-ablation", action="store_true", help="also the MDMM variants without derived features")
     p.add_argument("--min-per-bin", type=int, default=500)
     p.add_argument("--permutations", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -536,7 +668,10 @@ def main() -> None:
         res["repeats"] = {}
         for s in range(args.seed + 1, args.seed + 1 + args.hzz_repeats):
             r = hzz(args, None, s)
-            res["repeats"][s] = {k: r[k] for k in ("events", "metrics", "noise_floor_data_vs_data", "targets")}
+            res["repeats"][s] = {k: r[k] for k in ("metrics", "metrics_per_data_fold", "noise_floor_data_vs_data",
+                                                   "mdmm_fits", "targets", "seconds")}  # fmt: skip
+        res["summary"] = _hzz_summary({args.seed: res, **res["repeats"]})
+        _print_hzz_summary(res["summary"])
         return res
 
     parts = {"synthetic": synthetic, "reweighting": reweighting, "hzz_to_zmumu": hzz_all}

@@ -105,7 +105,8 @@ def plot_metrics(
     log_scale: bool = False,
     keys: Sequence[str] | None = None,
 ) -> Path:
-    """Plot training curves (loss terms and total; learning rate; gradient norm) into a PNG (Agg, no pyplot).
+    """Plot training curves (loss terms and total; learning rate; gradient norm; batch ESS of energy-based
+    losses when logged, ``*/ess``) into a PNG (Agg, no pyplot).
 
     ``log_scale`` uses a log y-axis for the losses (symlog when a curve is not positive); ``keys`` selects the
     curves of the first panel (default: every ``loss/*`` and ``constraint/*`` term and ``total``).
@@ -120,9 +121,20 @@ def plot_metrics(
     if keys is None:
         keys = sorted({k for r in history for k in r if k.startswith(("loss/", "constraint/"))}) + ["total"]
 
-    fig = Figure(figsize=(7, 7.5), layout="constrained")
+    ess_keys = sorted({k for r in history for k in r if k.endswith("/ess")})
+    fig = Figure(figsize=(7, 7.5 + 1.5 * bool(ess_keys)), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_loss, ax_lr, ax_grad = fig.subplots(3, 1, sharex=True, height_ratios=[3, 1, 1])
+    axes = fig.subplots(3 + bool(ess_keys), 1, sharex=True, height_ratios=[3, 1, 1] + [1] * bool(ess_keys))
+    ax_loss, ax_lr, ax_grad = axes[:3]
+    for key in ess_keys:
+        x, y = _series(history, key)
+        axes[3].plot(x, y, lw=0.5, alpha=0.4, label=f"{key} (batch)")
+        if len(y) >= 20:  # running mean over 20 logged steps
+            axes[3].plot(x[19:], np.convolve(y, np.ones(20) / 20, mode="valid"), lw=1.2, label=f"{key}, mean of 20")
+    if ess_keys:
+        axes[3].set_ylabel("ESS / n")
+        axes[3].set_ylim(0, None)
+        axes[3].legend(fontsize="small")
     positive = True
     for key in keys:
         x, y = _series(history, key)
@@ -144,7 +156,7 @@ def plot_metrics(
     if log_scale and len(y) and np.all(y[np.isfinite(y)] > 0):
         ax_grad.set_yscale("log")
     ax_grad.set_ylabel("grad norm")
-    ax_grad.set_xlabel("step")
+    axes[-1].set_xlabel("step")
     title = f"{len(history)} logged steps"
     if skipped:
         title += f", {len(skipped)} skipped (red)"

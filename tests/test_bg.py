@@ -7,6 +7,7 @@ from bgflow_sci import BoltzmannGenerator
 from bgflow_sci.distributions import Normal
 from bgflow_sci.energies import Energy
 from bgflow_sci.flows import ActNorm, real_nvp
+from bgflow_sci.reweighting import ess
 from bgflow_sci.training import MaximumLikelihood, ReverseKL
 
 
@@ -84,3 +85,26 @@ def test_losses_have_their_exact_values_for_the_identity_flow(device):
     log_z = math.log(2 * math.pi * s**2)
     exact_kl = 2 * (math.log(s) + (1 + m**2) / (2 * s**2) - 0.5)
     assert (kl + log_z).item() == pytest.approx(exact_kl, abs=0.02)
+
+
+def test_reverse_kl_reports_the_batch_ess_and_the_trainer_logs_it(tmp_path):
+    """ESS of q = N(0, 1) against p = N(m, s^2) per dimension is 1 / ∫ p²/q dx (independent dims multiply)."""
+    torch.manual_seed(2)
+    m, s = 0.3, 1.1
+    bg = BoltzmannGenerator(Normal(2), ActNorm(2), Quadratic(2, m, s)).eval()
+    loss = ReverseKL(bg, batch_size=400_000)
+    loss()
+    grid = torch.linspace(-12, 12, 200_001, dtype=torch.float64)
+    p = torch.exp(-0.5 * ((grid - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+    q = torch.exp(-0.5 * grid**2) / math.sqrt(2 * math.pi)
+    exact = 1.0 / float(torch.trapezoid(p**2 / q, grid)) ** 2
+    assert float(loss.log_values()["ess"]) == pytest.approx(exact, abs=0.01)
+    assert float(loss.log_values()["ess"]) == pytest.approx(ess(loss.last_log_weights), rel=1e-6)
+
+    from bgflow_sci.training import ml_then_kl
+
+    bg.train()
+    trainer = ml_then_kl(bg, m + s * torch.randn(1000, 2), 3, 4, batch_size=64, progress=False)
+    history = trainer.train(7)
+    assert all("kl/ess" not in r for r in history[:3])
+    assert all(0.0 < r["kl/ess"] <= 1.0 for r in history[3:])

@@ -202,79 +202,118 @@ def fiducial_selection(
     return {k: np.asarray(v)[keep] for k, v in sample.items()}, keep
 
 
+def _lib(*arrays: Any) -> Any:
+    """``torch`` if any input is a tensor, else ``numpy``: the frame functions below work on either."""
+    return torch if any(isinstance(a, torch.Tensor) for a in arrays) else np
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+    return np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def _columns(table: dict[str, Any], keys: tuple[str, ...]) -> list[Any]:
+    """Columns of ``table`` as float64 numpy arrays, or as tensors (others converted alike) if any is a tensor."""
+    vals = [table[k] for k in keys]
+    ref = next((v for v in vals if isinstance(v, torch.Tensor)), None)
+    if ref is None:
+        return [np.asarray(v, dtype=np.float64) for v in vals]
+    return [torch.as_tensor(v, dtype=ref.dtype, device=ref.device) for v in vals]
+
+
 def _four(pt, eta, phi, mass):
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    return np.sqrt(px**2 + py**2 + pz**2 + mass**2), np.stack([px, py, pz], -1)
+    lib = _lib(pt)
+    px, py, pz = pt * lib.cos(phi), pt * lib.sin(phi), pt * lib.sinh(eta)
+    return lib.sqrt(px**2 + py**2 + pz**2 + mass**2), lib.stack([px, py, pz], -1)
 
 
-def _helicity_axes(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _helicity_axes(p: Any) -> tuple[Any, Any, Any]:
     """Helicity-frame axes: z* along the pair momentum ``p`` (n, 3), x* in the (beam, z*) plane, y* = z* × x*."""
-    z = p / np.linalg.norm(p, axis=-1, keepdims=True)
-    beam = np.broadcast_to(np.array([0.0, 0.0, 1.0]), z.shape)
-    x = beam - (z * beam).sum(-1, keepdims=True) * z
-    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-300)
-    return x, np.cross(z, x), z
+    lib = _lib(p)
+    z = p / _norm(p)
+    beam = lib.zeros_like(z)
+    beam[:, 2] = 1.0
+    x = beam - z[:, 2:3] * z
+    n = _norm(x)
+    x = x / (np.maximum(n, 1e-300) if lib is np else torch.clamp(n, min=torch.finfo(n.dtype).tiny))
+    y = np.cross(z, x) if lib is np else torch.linalg.cross(z, x, dim=-1)
+    return x, y, z
 
 
-def _boost(e: np.ndarray, p: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _boost(e: Any, p: Any, beta: Any) -> tuple[Any, Any]:
     """Lorentz boost of (e, p⃗) by velocity ``beta`` (n, 3) (a frame moving with −β sees the particle boosted by β)."""
+    lib = _lib(e, p, beta)
     b2 = (beta**2).sum(-1)
-    gamma = 1.0 / np.sqrt(1.0 - b2)
+    gamma = 1.0 / lib.sqrt(1.0 - b2)
     bp = (beta * p).sum(-1)
-    coef = np.where(b2 > 0, (gamma - 1.0) * bp / np.where(b2 > 0, b2, 1.0), 0.0)
+    coef = lib.where(b2 > 0, (gamma - 1.0) * bp / lib.where(b2 > 0, b2, 1.0), 0.0 * bp)
     return gamma * (e + bp), p + (coef + gamma * e)[:, None] * beta
 
 
-def dimuon_frame(sample: dict[str, np.ndarray], mass: float = MUON_MASS) -> dict[str, np.ndarray]:
+def dimuon_frame(sample: dict[str, Any], mass: float = MUON_MASS) -> dict[str, Any]:
     """Dimuon-system coordinates of a dimuon table (:func:`load_hzz_muons`, :func:`load_zmumu`).
 
     Returns ``m`` [GeV], ``pt_ll`` [GeV], ``y_ll`` (rapidity), ``phi_ll`` of the pair and the helicity-frame decay
     angles ``cos_theta``, ``phi_star`` ∈ (−π, π] of the negative muon (muon 1 if the charges are equal) in the pair
     rest frame (z* along the pair momentum, x* in the plane of z* and the beam).  Six numbers for the six momentum
-    components: :func:`muons_from_frame` is the inverse.
+    components: :func:`muons_from_frame` is the inverse.  Numpy columns give numpy arrays, torch columns give
+    differentiable tensors (the charges may stay numpy; missing charges: muon 1 is taken as the negative one).
     """
-    e1, p1 = _four(sample["pt1"], sample["eta1"], sample["phi1"], mass)
-    e2, p2 = _four(sample["pt2"], sample["eta2"], sample["phi2"], mass)
-    neg1 = (np.asarray(sample["charge1"]) <= 0) | (np.asarray(sample["charge2"]) > 0)
-    ea, pa = np.where(neg1, e1, e2), np.where(neg1[:, None], p1, p2)
+    pt1, eta1, phi1, pt2, eta2, phi2 = _columns(sample, ("pt1", "eta1", "phi1", "pt2", "eta2", "phi2"))
+    lib = _lib(pt1)
+    e1, p1 = _four(pt1, eta1, phi1, mass)
+    e2, p2 = _four(pt2, eta2, phi2, mass)
+    if "charge1" in sample and "charge2" in sample:
+        neg1 = (np.asarray(sample["charge1"]) <= 0) | (np.asarray(sample["charge2"]) > 0)
+    else:
+        neg1 = np.ones(len(pt1), dtype=bool)
+    if lib is torch:
+        neg1 = torch.as_tensor(neg1, device=pt1.device)
+    ea, pa = lib.where(neg1, e1, e2), lib.where(neg1[:, None], p1, p2)
     e, p = e1 + e2, p1 + p2
-    m = np.sqrt(np.maximum(e**2 - (p**2).sum(-1), 0.0))
+    m = lib.sqrt(lib.clip(e**2 - (p**2).sum(-1), 0.0, None))
     _, pa_star = _boost(ea, pa, -p / e[:, None])
     x, y, z = _helicity_axes(p)
-    u = pa_star / np.linalg.norm(pa_star, axis=-1, keepdims=True)
+    u = pa_star / _norm(pa_star)
     return {
         "m": m,
-        "pt_ll": np.hypot(p[:, 0], p[:, 1]),
-        "y_ll": 0.5 * np.log((e + p[:, 2]) / (e - p[:, 2])),
-        "phi_ll": np.arctan2(p[:, 1], p[:, 0]),
-        "cos_theta": np.clip((u * z).sum(-1), -1.0, 1.0),
-        "phi_star": np.arctan2((u * y).sum(-1), (u * x).sum(-1)),
+        "pt_ll": lib.hypot(p[:, 0], p[:, 1]),
+        "y_ll": 0.5 * lib.log((e + p[:, 2]) / (e - p[:, 2])),
+        "phi_ll": lib.arctan2(p[:, 1], p[:, 0]),
+        "cos_theta": lib.clip((u * z).sum(-1), -1.0, 1.0),
+        "phi_star": lib.arctan2((u * y).sum(-1), (u * x).sum(-1)),
     }
 
 
-def muons_from_frame(frame: dict[str, np.ndarray], mass: float = MUON_MASS) -> dict[str, np.ndarray]:
+def muons_from_frame(frame: dict[str, Any], mass: float = MUON_MASS) -> dict[str, Any]:
     """Inverse of :func:`dimuon_frame`: ``pt1, eta1, phi1, pt2, eta2, phi2`` (muon 1 the higher pT) and
-    ``first_is_negative`` (whether muon 1 is the muon whose angles ``cos_theta, phi_star`` were given)."""
-    m, pt, y, phi = (np.asarray(frame[k], dtype=np.float64) for k in ("m", "pt_ll", "y_ll", "phi_ll"))
-    mt = np.sqrt(m**2 + pt**2)
-    e = mt * np.cosh(y)
-    p = np.stack([pt * np.cos(phi), pt * np.sin(phi), mt * np.sinh(y)], -1)
+    ``first_is_negative`` (whether muon 1 is the muon whose angles ``cos_theta, phi_star`` were given).
+
+    Numpy in, numpy out; torch columns give differentiable tensors (``sin θ*`` is floored at 1e-12 before the
+    square root so that the gradient stays finite at ``cos θ* = ±1``)."""
+    m, pt, y, phi, ct, ps = _columns(frame, ("m", "pt_ll", "y_ll", "phi_ll", "cos_theta", "phi_star"))
+    lib = _lib(m)
+    mt = lib.sqrt(m**2 + pt**2)
+    e = mt * lib.cosh(y)
+    p = lib.stack([pt * lib.cos(phi), pt * lib.sin(phi), mt * lib.sinh(y)], -1)
     x, yy, z = _helicity_axes(p)
-    ct = np.clip(np.asarray(frame["cos_theta"], dtype=np.float64), -1.0, 1.0)
-    st, ps = np.sqrt(1.0 - ct**2), np.asarray(frame["phi_star"], dtype=np.float64)
-    q = np.sqrt(np.maximum(m**2 / 4.0 - mass**2, 0.0))
-    u = (st * np.cos(ps))[:, None] * x + (st * np.sin(ps))[:, None] * yy + ct[:, None] * z
+    ct = lib.clip(ct, -1.0, 1.0)
+    st = lib.sqrt(lib.clip(1.0 - ct**2, 1e-24, None))
+    q = lib.sqrt(lib.clip(m**2 / 4.0 - mass**2, 0.0, None))
+    u = (st * lib.cos(ps))[:, None] * x + (st * lib.sin(ps))[:, None] * yy + ct[:, None] * z
     beta = p / e[:, None]
-    ea, pa = _boost(np.sqrt(q**2 + mass**2), q[:, None] * u, beta)
-    eb, pb = _boost(np.sqrt(q**2 + mass**2), -q[:, None] * u, beta)
+    e_star = lib.sqrt(q**2 + mass**2)
+    ea, pa = _boost(e_star, q[:, None] * u, beta)
+    eb, pb = _boost(e_star, -q[:, None] * u, beta)
     kin = []
     for vec in (pa, pb):
-        ptv = np.hypot(vec[:, 0], vec[:, 1])
-        kin.append((ptv, np.arcsinh(vec[:, 2] / ptv), np.arctan2(vec[:, 1], vec[:, 0])))
+        ptv = lib.hypot(vec[:, 0], vec[:, 1])
+        kin.append((ptv, lib.arcsinh(vec[:, 2] / ptv), lib.arctan2(vec[:, 1], vec[:, 0])))
     a_first = kin[0][0] >= kin[1][0]
     out = {}
     for j, f in enumerate(("pt", "eta", "phi")):
-        out[f"{f}1"] = np.where(a_first, kin[0][j], kin[1][j])
-        out[f"{f}2"] = np.where(a_first, kin[1][j], kin[0][j])
+        out[f"{f}1"] = lib.where(a_first, kin[0][j], kin[1][j])
+        out[f"{f}2"] = lib.where(a_first, kin[1][j], kin[0][j])
     out["first_is_negative"] = a_first
     return out

@@ -31,6 +31,12 @@ Design choices (the paper's exact formulation is not public):
   transport cost; the relative form makes ``g`` and ``λ`` O(1) and the ascent rate and damping problem-independent.
 * Multi-scale RBF kernel (median-distance bandwidth of the data, fixed before training, scales 0.5, 1, 2 by
   default), per-event weights in both the cost and the MMD (negative weights allowed; positive totals required).
+* **Derived features in the constraint** (optional ``mmd_features``): a differentiable function ``F(x, c)`` of the
+  *physical* corrected variables (and physical context) returning extra columns, e.g. an invariant mass that is a
+  narrow function of all the variables.  The constraint then compares
+  ``(y', c̃, F̃(x'))`` with ``(y_data, c̃_data, F̃(x_data))``, ``x' = P⁻¹(y')``, where ``F̃ = s (F − μ_F)/σ_F`` is
+  standardised with the (weighted) data mean and std and scaled by ``feature_weight`` ``s``; gradients flow through
+  ``P⁻¹`` and ``F``.  The kernel bandwidth and ε are computed on the same joint features.
 
 Identity at initialisation: every conditioner's last layer starts at zero (transformer parameters zero = identity)
 and the chain ends with the permutation that undoes the accumulated ones.
@@ -55,7 +61,11 @@ from ..training.mmd import MultiScaleRBF, NoiseFloor, mmd2, mmd_noise_floor
 from ..training.trainer import Trainer
 from .preprocessing import PhysicsPreprocessor
 
+FeatureFn = Callable[[Tensor, Tensor | None], Tensor]
+"""``F(x, c) -> (n, f)``: derived features of physical variables ``x (n, d)`` and physical context ``c`` or ``None``."""
+
 __all__ = [
+    "FeatureFn",
     "MorphingFlow",
     "MorphingObjective",
     "MorphingResult",
@@ -372,6 +382,9 @@ class MorphingObjective:
         scales: kernel bandwidth factors.
         epsilon: ``"mean"`` or ``"q95"`` of the noise floor, or a number (absolute MMD² bound).
         n_boot: bootstrap draws for the noise floor.
+        mmd_features: optional differentiable ``F(x, c) -> (n, f)`` of the physical variables ``x (n, d)`` and
+            physical context ``c (n, k)`` (``None`` without context): extra MMD columns (module docstring).
+        feature_weight: factor ``s`` on the standardised derived features (1: unit variance like the variables).
     """
 
     def __init__(
@@ -388,6 +401,8 @@ class MorphingObjective:
         epsilon: str | float = "mean",
         n_boot: int = 200,
         seed: int = 0,
+        mmd_features: FeatureFn | None = None,
+        feature_weight: float = 1.0,
     ):
         x_mc, c_mc = model.inputs(mc, mc_context)
         x_d, c_d = model.inputs(data, data_context)
@@ -405,7 +420,12 @@ class MorphingObjective:
             self.y_mc, self.c_mc = model.preprocess(x_mc, c_mc, gen)
             self.y_data, self.c_data = model.preprocess(x_d, c_d, gen)
         self.model, self.batch_size = model, int(batch_size)
-        joint = self._joint(self.y_data, self.c_data)
+        self.features = mmd_features
+        self.c_mc_physical = c_mc
+        self.f_data: Tensor | None = None
+        if mmd_features is not None:
+            self._fit_features(x_d, c_d, float(feature_weight))
+        joint = self._joint(self.y_data, self.c_data, self.f_data)
         self.kernel = MultiScaleRBF.from_data(joint, scales=scales, seed=seed)
         self.noise: NoiseFloor = mmd_noise_floor(joint, self.batch_size, n_boot, self.kernel, self.w_data, seed=seed)
         if isinstance(epsilon, str):
@@ -416,11 +436,41 @@ class MorphingObjective:
             self.epsilon = float(epsilon)
         if not self.epsilon > 0:
             raise ValueError(f"epsilon must be positive, got {self.epsilon}")
-        self._cache: tuple[Tensor, Tensor | None, Tensor | None] | None = None
+        self._cache: tuple[Tensor, Tensor | None, Tensor | None, Tensor] | None = None
+
+    def _fit_features(self, x_d: Tensor, c_d: Tensor | None, weight: float) -> None:
+        """Data features ``F(x_d, c_d)`` and their standardisation ``s (F − μ)/σ`` (weighted data mean and std)."""
+        if not weight > 0:
+            raise ValueError(f"feature_weight must be positive, got {weight}")
+        with torch.no_grad():
+            f = self._call_features(x_d, c_d)
+        if not torch.isfinite(f).all():
+            raise ValueError(f"mmd_features gave {int((~torch.isfinite(f)).any(1).sum())} non-finite data rows")
+        w = torch.ones(len(f), dtype=f.dtype, device=f.device) if self.w_data is None else self.w_data
+        w = w / w.sum()
+        mu = w @ f
+        sd = torch.sqrt(w @ (f - mu).square())
+        sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+        self.f_mean, self.f_scale = mu, sd / weight
+        self.f_data = (f - mu) / self.f_scale
+
+    def _call_features(self, x: Tensor, c: Tensor | None) -> Tensor:
+        f = self.features(x, c)
+        if f.dim() == 1:
+            f = f[:, None]
+        if f.dim() != 2 or len(f) != len(x):
+            raise ValueError(f"mmd_features must return ({len(x)}, f) columns, got {tuple(f.shape)}")
+        return f.to(x.dtype)
+
+    def derived_features(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """Standardised derived features ``s (F(x, c) − μ)/σ`` of physical ``x`` (differentiable)."""
+        if self.features is None:
+            raise ValueError("this objective has no mmd_features")
+        return (self._call_features(x, c) - self.f_mean) / self.f_scale
 
     @staticmethod
-    def _joint(y: Tensor, c: Tensor | None) -> Tensor:
-        return y if c is None else torch.cat([y, c], 1)
+    def _joint(y: Tensor, c: Tensor | None, f: Tensor | None = None) -> Tensor:
+        return torch.cat([t for t in (y, c, f) if t is not None], 1)
 
     def _draw(self, n: int) -> Tensor:
         dev = self.y_mc.device
@@ -437,20 +487,26 @@ class MorphingObjective:
         c = None if self.c_mc is None else self.c_mc[idx]
         w = None if self.w_mc is None else self.w_mc[idx]
         y_new, _ = self.model(y, c)
-        self._cache = (y_new, c, w)
+        self._cache = (y_new, c, w, idx)
         cost = (y_new - y).square().mean(1)
         return cost.mean() if w is None else (w * cost).sum() / w.sum()
 
     def mmd2(self) -> Tensor:
-        """Biased MMD² of the cached morphed batch (joint with its context) against a fresh data minibatch."""
+        """Biased MMD² of the cached morphed batch (joint with its context and derived features) against a fresh
+        data minibatch."""
         if self._cache is None:
             self.transport()
-        y_new, c, w = self._cache
+        y_new, c, w, idx_mc = self._cache
         self._cache = None
+        f_new = None
+        if self.features is not None:
+            c_phys = None if self.c_mc_physical is None else self.c_mc_physical[idx_mc]
+            f_new = self.derived_features(self.model.x_pre.inverse(y_new), c_phys)
         idx = self._draw(len(self.y_data))
         c_d = None if self.c_data is None else self.c_data[idx]
+        f_d = None if self.f_data is None else self.f_data[idx]
         v = None if self.w_data is None else self.w_data[idx]
-        return mmd2(self._joint(y_new, c), self._joint(self.y_data[idx], c_d), self.kernel, w, v)
+        return mmd2(self._joint(y_new, c, f_new), self._joint(self.y_data[idx], c_d, f_d), self.kernel, w, v)
 
     def relative_mmd2(self) -> Tensor:
         """``MMD² / ε`` (the constraint's value; the bound is 1)."""
@@ -534,17 +590,21 @@ def fit_morphing(
     seed: int = 0,
     n_eval_batches: int = 50,
     callback: Callable[[Trainer], None] | None = None,
+    mmd_features: FeatureFn | None = None,
+    feature_weight: float = 1.0,
 ) -> MorphingResult:
     """Train ``model`` by MDMM: minimise the transport cost subject to ``MMD²/ε ≤ 1`` (see the module docstring).
 
     The Trainer logs ``loss/transport``, ``mmd/g`` (= MMD²/ε − 1), ``mmd/value`` (= MMD²/ε) and ``mmd/lambda`` every
     step (to ``log_path`` as JSON lines if given).  At the end the constraint is evaluated on ``n_eval_batches``
-    fresh minibatch pairs (``result.final``, ``result.satisfied``).
+    fresh minibatch pairs (``result.final``, ``result.satisfied``).  ``mmd_features``/``feature_weight``: derived
+    physical features added to the MMD constraint (:class:`MorphingObjective`).
     """
     torch.manual_seed(seed)
     objective = MorphingObjective(
-        model, mc, data, mc_context, data_context, mc_weights, data_weights, batch_size, scales, epsilon, seed=seed
-    )
+        model, mc, data, mc_context, data_context, mc_weights, data_weights, batch_size, scales, epsilon, seed=seed,
+        mmd_features=mmd_features, feature_weight=feature_weight,
+    )  # fmt: skip
     constraint = objective.constraint(damping=damping, lr=multiplier_lr)
     trainer = Trainer(
         model,

@@ -46,7 +46,9 @@ class ReverseKL:
     """Energy-based training (reverse KL up to ``log Z``): ``E_{x~q}[u(x) + log q(x)]``.
 
     Samples with non-finite energy are left out of the batch mean (their number is kept in
-    ``n_dropped``); ``energy_cutoff`` applies :func:`linlog_cut` to tame clashes.
+    ``n_dropped``); ``energy_cutoff`` applies :func:`linlog_cut` to tame clashes.  :meth:`log_values` reports
+    the Kish ESS fraction of the last batch's importance weights ``log w = -u(x) - log q(x)`` (uncut energies,
+    non-finite ones weigh zero), which the :class:`~bgflow_sci.training.Trainer` logs as ``<name>/ess``.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class ReverseKL:
             raise ValueError("ReverseKL needs a BoltzmannGenerator with a target energy")
         self.bg, self.batch_size, self.energy_cutoff, self.context = bg, batch_size, energy_cutoff, context
         self.n_dropped = 0
+        self.last_log_weights: Tensor | None = None
 
     def __call__(self) -> Tensor:
         ctx = None
@@ -67,6 +70,8 @@ class ReverseKL:
             ctx = self.context[torch.randint(len(self.context), (self.batch_size,), device=self.context.device)]
         x, log_q = self.bg.sample_with_log_prob(self.batch_size, ctx)
         u = self.bg.target.energy(x)
+        log_w = -(u + log_q).detach()
+        self.last_log_weights = torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -torch.inf))
         if self.energy_cutoff is not None:
             u = linlog_cut(u, self.energy_cutoff)
         terms = u + log_q
@@ -75,6 +80,15 @@ class ReverseKL:
             self.n_dropped += int((~ok).sum())
             terms = terms[ok]
         return terms.mean()
+
+    def log_values(self) -> dict[str, Tensor]:
+        """``{"ess": Kish ESS / n}`` of the last batch (a 0-d tensor; no host synchronisation)."""
+        lw = self.last_log_weights
+        if lw is None or lw.numel() == 0:
+            return {}
+        lse = torch.logsumexp(lw, 0)
+        frac = torch.exp(2 * lse - torch.logsumexp(2 * lw, 0)) / lw.numel()
+        return {"ess": torch.where(torch.isfinite(lse), frac.clamp(max=1.0), torch.zeros_like(frac))}
 
 
 class ForceMatching:

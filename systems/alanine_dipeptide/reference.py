@@ -2,9 +2,11 @@
 
     python systems/alanine_dipeptide/reference.py --solvent obc2
 
-The reference ΔF and profile come from umbrella sampling along φ (``umbrella.py``; MBAR over the windows,
-block-bootstrap errors within windows) when ``umbrella_<solvent>.npz`` exists: plain MD at 300 K visits φ > 0
-too rarely. The plain-MD estimates are kept beside them as a cross-check (``delta_f_plain_md``, ``md_*``).
+The reference ΔF and profile come from umbrella sampling (``umbrella.py``; MBAR over the windows, block-bootstrap
+errors within windows): the (φ, ψ) grid of ``umbrella2d_<solvent>.npz`` when it exists, else the φ windows of
+``umbrella_<solvent>.npz``; plain MD at 300 K visits φ > 0 too rarely. The 1D umbrella result
+(``umbrella_1d_cross_check``) and the plain-MD estimates (``delta_f_plain_md``, ``md_*``) are kept as cross-checks.
+The npz also holds ``umbrella_frame_log_weights``: normalised Boltzmann log weights of the stored umbrella frames.
 
 Plain MD: unweighted frames, so ``F(s) = -log p(s)`` (kT) from :func:`bgflow_sci.reweighting.free_energy_profile` and
 ``ΔF = F(φ > 0) - F(φ < 0) = -log N(φ > 0) + log N(φ < 0)`` from
@@ -82,34 +84,57 @@ def block_bootstrap_profile(index, chain, n_bins, log_width, f_ref, block, n_boo
     return bootstrap_std(bootstrap(aligned, len(counts), n_bootstrap, gen)).numpy()
 
 
-def umbrella_reference(ad, solvent: str, bins: int, block_ps: float, n_bootstrap: int, seed: int) -> dict | None:
-    """MBAR over the umbrella windows of ``umbrella_<solvent>.npz``: ΔF and the φ profile with block-bootstrap
-    errors (blocks of ``block_ps`` resampled within each window, MBAR re-solved per replicate)."""
-    path = ad.DATA_DIR / f"umbrella_{solvent}.npz"
+def umbrella_reference(
+    ad,
+    solvent: str,
+    bins: int,
+    block_ps: float,
+    n_bootstrap: int,
+    seed: int,
+    two_d: bool = True,
+    bin_deg: float | None = None,
+) -> dict | None:
+    """MBAR over the umbrella windows: ΔF and the φ profile with block-bootstrap errors (blocks of ``block_ps``
+    resampled within each window, MBAR re-solved per replicate).
+
+    ``two_d``: the (φ, ψ) grid of ``umbrella2d_<solvent>.npz``, else the φ windows of ``umbrella_<solvent>.npz``.
+    The biases depend on the restrained torsions only, so MBAR runs on fine bins of them (``bin_deg``, default 0.1°
+    in 1D and 2° × 2° in 2D; only occupied bins), i.e. WHAM, exact up to the bin width. Also returns the log
+    weights of the stored position frames (``frame_log_weights``, normalised), for reweighting or training.
+    """
+    path = ad.DATA_DIR / f"umbrella{'2d' if two_d else ''}_{solvent}.npz"
     if not path.exists():
         return None
     split = ad.BASIN_SPLIT
     with np.load(path) as f:
-        phi_kn, centers, kappa, kt = f["phi"].astype(np.float64), f["centers"], float(f["kappa"]), float(f["kT"])
+        phi_kn, psi_kn, centers = f["phi"].astype(np.float64), f["psi"].astype(np.float64), f["centers"]
+        kappa, kt, frames = float(f["kappa"]), float(f["kT"]), f["positions"]
     meta = json.loads(path.with_suffix(".json").read_text())
     n_windows, m = phi_kn.shape
     phi = phi_kn.reshape(-1)
-    # the biases depend on φ only: MBAR on fine φ bins (0.1°) with counts, i.e. WHAM, exact up to the bin width
-    n_fine = 3600
+    cv = np.stack([phi, psi_kn.reshape(-1)], 1) if centers.ndim == 2 else phi[:, None]
+    n_fine = round(360 / (bin_deg or (0.1 if cv.shape[1] == 1 else 2.0)))
     fine_edges = np.linspace(-np.pi, np.pi, n_fine + 1)
-    fine = np.clip(np.searchsorted(fine_edges, phi, side="right") - 1, 0, n_fine - 1)
     mid = 0.5 * (fine_edges[1:] + fine_edges[:-1])
-    bias = torch.as_tensor(periodic_bias(mid, centers, kappa) / kt)  # (K, bins) reduced biases, as simulated
-    fine_t = torch.as_tensor(fine)
+
+    def fine_bin(values: np.ndarray) -> np.ndarray:
+        per_dim = np.clip(np.searchsorted(fine_edges, values, side="right") - 1, 0, n_fine - 1)
+        return np.ravel_multi_index(tuple(per_dim.T), (n_fine,) * values.shape[1])
+
+    occupied, inverse = np.unique(fine_bin(cv), return_inverse=True)
+    mid_occ = np.stack([mid[i] for i in np.unravel_index(occupied, (n_fine,) * cv.shape[1])], 1)
+    bias = torch.as_tensor(periodic_bias(mid_occ if centers.ndim == 2 else mid_occ[:, 0], centers, kappa) / kt)
+    fine_t = torch.as_tensor(inverse.reshape(-1))
     n_k = torch.full((n_windows,), m)
 
-    def solve(index: Tensor, initial: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        counts = torch.bincount(fine_t[index], minlength=n_fine).double()
-        f_k = mbar_free_energies(bias, n_k, initial=initial, counts=counts)
-        return f_k, mbar_log_weights(bias, n_k, f_k, counts=counts)[fine_t[index]]
+    def solve(index: Tensor, initial: Tensor | None = None, tol: float = 1e-10) -> tuple[Tensor, Tensor]:
+        counts = torch.bincount(fine_t[index], minlength=len(occupied)).double()
+        f_k = mbar_free_energies(bias, n_k, initial=initial, counts=counts, tol=tol)
+        return f_k, mbar_log_weights(bias, n_k, f_k, counts=counts)
 
     everything = torch.arange(len(phi))
-    f_k, log_w = solve(everything)
+    f_k, log_w_bins = solve(everything)
+    log_w = log_w_bins[fine_t]
     phi_t = torch.as_tensor(phi)
     edges = torch.linspace(-math.pi, math.pi, bins + 1, dtype=torch.float64)
     regions = {
@@ -132,32 +157,46 @@ def umbrella_reference(ad, solvent: str, bins: int, block_ps: float, n_bootstrap
         pick = torch.randint(n_blocks, (n_windows, n_blocks), generator=gen)
         idx = (pick[..., None] * block + torch.arange(block)).reshape(n_windows, -1)
         index = (idx + torch.arange(n_windows)[:, None] * m).reshape(-1)
-        _, lw = solve(index, initial=f_k)
-        d_r, p_r = estimates(lw, index)
+        _, lw_bins = solve(index, initial=f_k, tol=1e-8)
+        d_r, p_r = estimates(lw_bins[fine_t[index]], index)
         rep_df.append(d_r)
         both = torch.isfinite(p_r) & torch.isfinite(profile)
         p = torch.where(both, torch.exp(-profile), torch.zeros_like(profile))
         shift = (p * torch.where(both, p_r - profile, torch.zeros_like(p_r))).sum() / p.sum()
         rep_prof.append(p_r - shift)
-    rep_df_t = torch.tensor(rep_df, dtype=torch.float64)
-    prof_err = torch.stack(rep_prof).std(0)
+    rep_df_t = torch.tensor(rep_df, dtype=torch.float64).reshape(-1, len(regions))
+    prof_err = torch.stack(rep_prof).std(0) if rep_prof else torch.full_like(profile, math.nan)
+    # log weights of the stored position frames (the frames are every `frame_every`-th φ/ψ sample of a window)
+    frame_every = m // frames.shape[1]
+    frame_cv = cv.reshape(n_windows, m, -1)[:, frame_every - 1 :: frame_every].reshape(-1, cv.shape[1])
+    frame_bins = np.searchsorted(occupied, fine_bin(frame_cv))
+    frame_log_w = log_w_bins[torch.as_tensor(np.clip(frame_bins, 0, len(occupied) - 1))]
+    frame_log_w = frame_log_w - torch.logsumexp(frame_log_w, 0)
     definitions = {
         "sign": "F(phi > 0) - F(phi < 0), kT",
         "basin": f"F(0 <= phi < {split}) - F(rest): the alpha_L / C7ax basin against beta, C5, alpha_R "
         "(the beta basin wraps past phi = pi)",
     }
+    grid = (
+        f"{meta['windows']} x {meta['psi_windows']} windows on the (phi, psi) torus"
+        if centers.ndim == 2
+        else (f"{n_windows} windows along phi")
+    )
     return {
         "delta_f": {
             name: {"definition": definitions[name], "value": dfs[i], "error": float(rep_df_t[:, i].std())}
             for i, name in enumerate(regions)
         },
-        "method": f"umbrella sampling along phi ({n_windows} windows, kappa {kappa:g} kJ/mol/rad^2, "
-        f"{m * sample_fs / 1000:g} ps per window after {meta['equilibrate_ps']:g} ps equilibration), MBAR "
-        f"(bgflow_sci.reweighting.mbar_*); errors: block bootstrap within windows ({block_ps:g} ps blocks, "
-        f"{n_bootstrap} replicates, MBAR re-solved each); MBAR on 0.1° bins of phi (the biases depend on phi only)",
+        "method": f"umbrella sampling, {grid} (kappa {kappa:g} kJ/mol/rad^2, {m * sample_fs / 1000:g} ps per "
+        f"window after {meta['equilibrate_ps']:g} ps equilibration), MBAR (bgflow_sci.reweighting.mbar_*) on "
+        f"{360 / n_fine:g} deg bins of the restrained torsions; errors: block bootstrap within windows "
+        f"({block_ps:g} ps blocks, {n_bootstrap} replicates, MBAR re-solved each)",
         "file": path.name,
         "command": meta["command"],
         "total_ns": n_windows * m * sample_fs / 1e6,
+        "population_alpha_l_c7ax": float(torch.exp(-torch.logaddexp(torch.tensor(0.0), torch.tensor(dfs[1])))),
+        "frame_every_samples": frame_every,
+        "frame_log_weights": frame_log_w.numpy().reshape(frames.shape[:2]),
         "profile": {
             "centers": (0.5 * (edges[1:] + edges[:-1])).numpy(),
             "free_energy": profile.numpy(),
@@ -229,6 +268,12 @@ def main(argv: list[str] | None = None) -> dict:
         "block_error_scan_ps": scan,
     }
     umbrella = umbrella_reference(ad, a.solvent, a.bins, a.umbrella_block_ps, a.umbrella_bootstrap, a.seed)
+    umbrella_1d = umbrella_reference(
+        ad, a.solvent, a.bins, a.umbrella_block_ps, a.umbrella_bootstrap, a.seed, two_d=False
+    )
+    if umbrella is None:  # no 2D grid: the φ windows are the reference
+        umbrella, umbrella_1d = umbrella_1d, None
+    skip = ("profile", "delta_f", "frame_log_weights")
     result = {
         "solvent": a.solvent,
         "temperature_K": meta["temperature_K"],
@@ -244,7 +289,12 @@ def main(argv: list[str] | None = None) -> dict:
         "delta_f": dict(umbrella["delta_f"]["sign"], method=umbrella["method"]) if umbrella else plain_md,
         "delta_f_basin": umbrella["delta_f"]["basin"] if umbrella else None,
         "delta_f_plain_md": plain_md,
-        "umbrella": {k: v for k, v in umbrella.items() if k not in ("profile", "delta_f")} if umbrella else None,
+        "umbrella": {k: v for k, v in umbrella.items() if k not in skip} if umbrella else None,
+        # cross-check: the 1D φ windows (ψ free; hidden ψ barriers at φ > 0 may bias the αL/C7ax population)
+        "umbrella_1d_cross_check": {k: v for k, v in umbrella_1d.items() if k not in skip}
+        | {"delta_f": umbrella_1d["delta_f"]}
+        if umbrella_1d
+        else None,
         "profile": {
             "file": f"reference_{a.solvent}.npz",
             "cv": "phi (rad), C(ACE)-N-CA-C",
@@ -269,6 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
         md_error=profile_error,
         md_iid_error=prof.error.numpy(),
         md_counts=prof.counts.numpy(),
+        **({"umbrella_frame_log_weights": umbrella["frame_log_weights"]} if umbrella else {}),
     )
     print(json.dumps({k: result[k] for k in ("delta_f", "delta_f_basin")}, indent=2))
     return result

@@ -1,4 +1,4 @@
-"""Umbrella sampling along φ for the reference free energies of alanine dipeptide (``umbrella_<solvent>.npz``).
+"""Umbrella sampling along φ, or on the (φ, ψ) torus, for the reference free energies of alanine dipeptide.
 
 Plain MD at 300 K does not cross to φ > 0 often enough in tens of ns (OBC2: no αL/C7ax visit in 30 ns) to
 give ΔF between the φ basins. This script runs ``--windows`` OpenMM Langevin simulations (same system,
@@ -9,10 +9,27 @@ centre φ_k,
 
 (an OpenMM ``CustomTorsionForce`` on C(ACE)-N-CA-C). Two processes walk the circle in opposite directions from
 the minimised structure, each window starting from the previous window's final state and equilibrating for
-``--equilibrate-ps``. φ and ψ are stored every ``--sample-fs``, positions every ``--frame-ps``. The unbiased
-free energies come from MBAR (``bgflow_sci.reweighting.mbar_*``) in ``reference.py --umbrella``.
+``--equilibrate-ps``. φ and ψ are stored every ``--sample-fs``, positions every ``--frame-ps``; the file is
+``umbrella_<solvent>.npz``.
+
+A 1D bias along φ leaves ψ free, and at φ > 0 ψ has barriers of its own (αL ↔ C7ax): windows there may not
+equilibrate ψ within their run (hidden barrier), which biases the αL/C7ax population. With ``--psi-windows M``
+every window also restrains ψ (same κ, same periodic form) on an ``windows × M`` grid over the torus, so no
+barrier is left unbiased; the two processes then each snake through half of the φ rows (neighbouring windows
+always adjacent) and the file is ``umbrella2d_<solvent>.npz`` with ``centers`` of shape ``(K, 2)``.
+The unbiased free energies come from MBAR (``bgflow_sci.reweighting.mbar_*``) in ``reference.py``.
+
+Caution, measured on 2026-11-29: a 24 × 24 grid with κ = 100 kJ/mol/rad² (40 ps per window) gave a wrong
+result: κ is too weak for the sharp barriers of the 2D surface, windows there stay in the mode they entered
+(e.g. centre φ = -0.39 sampled φ ≈ +0.28 throughout), and the MBAR profile disagreed with 50 ns of plain MD by up to
+1.7 kT inside the main basin, where the 1D windows agree with MD. The half-split check (6.31 vs 6.20 kT) cannot see
+such hysteresis. A 2D grid needs κ large enough that every window's potential is unimodal, and a finer grid to
+keep the overlap; the shipped reference uses the 1D windows.
 
     python systems/alanine_dipeptide/umbrella.py --solvent obc2 --windows 60 --kappa 250 --production-ps 150 --seed 3
+    # the 2D run described above (not shipped):
+    python systems/alanine_dipeptide/umbrella.py --solvent obc2 --windows 24 --psi-windows 24 --kappa 100 \
+        --equilibrate-ps 5 --production-ps 40 --sample-fs 100 --seed 5
 
 Like ``generate_md.py`` this file avoids importing torch so that the spawned workers stay light.
 """
@@ -45,10 +62,27 @@ def dihedral_np(p: np.ndarray, atoms: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def periodic_bias(phi: np.ndarray, centers: np.ndarray, kappa: float) -> np.ndarray:
-    """``b_k(φ_n)`` in kJ/mol, shape ``(len(centers), len(phi))``."""
+    """``b_k(φ_n)`` in kJ/mol, shape ``(len(centers), len(phi))``.
+
+    For 2D windows pass ``phi`` of shape ``(n, 2)`` (φ, ψ) and ``centers`` of shape ``(K, 2)``: the biases add.
+    """
+    phi, centers = np.asarray(phi), np.asarray(centers)
+    if centers.ndim == 2:
+        return sum(periodic_bias(phi[:, i], centers[:, i], kappa) for i in range(centers.shape[1]))
     d = np.abs(phi[None, :] - centers[:, None])
     d = np.minimum(d, 2 * np.pi - d)
     return 0.5 * kappa * d**2
+
+
+def _restraint(atoms: tuple[int, int, int, int], kappa: float, name: str):
+    """OpenMM force ``½ κ d(θ, θ0)²`` on one torsion, centre in the global parameter ``name``."""
+    import openmm as mm
+
+    force = mm.CustomTorsionForce(f"0.5*kappa*d^2; d=min(dt, 2*pi-dt); dt=abs(theta-{name}); pi=3.141592653589793")
+    force.addGlobalParameter("kappa", kappa)
+    force.addGlobalParameter(name, 0.0)
+    force.addTorsion(*atoms, [])
+    return force
 
 
 def run_walk(args: dict) -> dict:
@@ -58,11 +92,10 @@ def run_walk(args: dict) -> dict:
 
     ad = _system_module()
     _, system, positions = ad.build_openmm_system(args["solvent"])
-    bias = mm.CustomTorsionForce("0.5*kappa*d^2; d=min(dt, 2*pi-dt); dt=abs(theta-phi0); pi=3.141592653589793")
-    bias.addGlobalParameter("kappa", args["kappa"])
-    bias.addGlobalParameter("phi0", 0.0)
-    bias.addTorsion(*ad.PHI_ATOMS, [])
-    system.addForce(bias)
+    centers = np.asarray(args["centers"])
+    system.addForce(_restraint(ad.PHI_ATOMS, args["kappa"], "phi0"))
+    if centers.ndim == 2:
+        system.addForce(_restraint(ad.PSI_ATOMS, args["kappa"], "psi0"))
     integrator = mm.LangevinMiddleIntegrator(
         args["temperature"] * unit.kelvin, args["friction"] / unit.picosecond, args["timestep_fs"] * unit.femtosecond
     )
@@ -77,9 +110,13 @@ def run_walk(args: dict) -> dict:
     frame_every = max(1, round(args["frame_ps"] * 1000 / fs) // sample_steps)
     out = {"windows": [], "phi": [], "psi": [], "positions": []}
     start = time.perf_counter()
-    for w in args["order"]:
-        context.setParameter("phi0", float(args["centers"][w]))
-        integrator.step(round(args["equilibrate_ps"] * 1000 / fs))
+    for i, w in enumerate(args["order"]):
+        center = np.atleast_1d(centers[w])
+        context.setParameter("phi0", float(center[0]))
+        if len(center) > 1:
+            context.setParameter("psi0", float(center[1]))
+        # the first window of a walk starts from the minimised structure, possibly far away: equilibrate longer
+        integrator.step(round(args["equilibrate_ps"] * (4 if i == 0 else 1) * 1000 / fs))
         pos = np.empty((n_samples, len(positions), 3), np.float32)
         for s in range(n_samples):
             integrator.step(sample_steps)
@@ -89,7 +126,7 @@ def run_walk(args: dict) -> dict:
         out["psi"].append(dihedral_np(pos.astype(np.float64), ad.PSI_ATOMS).astype(np.float32))
         out["positions"].append(pos[frame_every - 1 :: frame_every])
         print(
-            f"walk {args['walk']}: window {w} (φ0 = {args['centers'][w]:+.3f}), <φ> = "
+            f"walk {args['walk']}: window {w} (centre {np.round(center, 3).tolist()}), <φ> = "
             f"{math.atan2(np.sin(out['phi'][-1]).mean(), np.cos(out['phi'][-1]).mean()):+.3f}, "
             f"{len(out['windows'])}/{len(args['order'])} windows, {time.perf_counter() - start:.0f} s",
             flush=True,
@@ -102,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--solvent", choices=("vacuum", "obc2"), default="obc2")
     parser.add_argument("--windows", type=int, default=60, help="window centres evenly spaced over the circle")
+    parser.add_argument(
+        "--psi-windows", type=int, default=0, help="> 0: also restrain ψ, on a windows × psi-windows grid"
+    )
     parser.add_argument("--kappa", type=float, default=250.0, help="bias force constant, kJ/mol/rad²")
     parser.add_argument("--equilibrate-ps", type=float, default=10.0)
     parser.add_argument("--production-ps", type=float, default=150.0)
@@ -118,12 +158,29 @@ def main(argv: list[str] | None = None) -> None:
     import openmm
 
     ad = _system_module()
-    centers = -np.pi + 2 * np.pi * (np.arange(a.windows) + 0.5) / a.windows
-    phi_start = float(dihedral_np(ad.build_openmm_system(a.solvent)[2][None], ad.PHI_ATOMS)[0])
-    first = int(np.argmin(np.abs(np.angle(np.exp(1j * (centers - phi_start))))))
+    phi_centers = -np.pi + 2 * np.pi * (np.arange(a.windows) + 0.5) / a.windows
+    start_pos = ad.build_openmm_system(a.solvent)[2][None]
+    phi_start = float(dihedral_np(start_pos, ad.PHI_ATOMS)[0])
+    first = int(np.argmin(np.abs(np.angle(np.exp(1j * (phi_centers - phi_start))))))
     half = a.windows // 2
-    up = [(first + i) % a.windows for i in range(half)]
-    down = [(first - 1 - i) % a.windows for i in range(a.windows - half)]
+    rows_up = [(first + i) % a.windows for i in range(half)]
+    rows_down = [(first - 1 - i) % a.windows for i in range(a.windows - half)]
+    if a.psi_windows > 0:
+        # grid: window k = i * M + j at (φ_i, ψ_j); each walk snakes through its φ rows, starting near ψ_start
+        m = a.psi_windows
+        psi_centers = -np.pi + 2 * np.pi * (np.arange(m) + 0.5) / m
+        psi_start = float(dihedral_np(start_pos, ad.PSI_ATOMS)[0])
+        j0 = int(np.argmin(np.abs(np.angle(np.exp(1j * (psi_centers - psi_start))))))
+        cols = [(j0 + j) % m for j in range(m)]
+
+        def snake(rows: list[int]) -> list[int]:
+            return [i * m + j for r, i in enumerate(rows) for j in (cols if r % 2 == 0 else cols[::-1])]
+
+        centers = np.stack(np.meshgrid(phi_centers, psi_centers, indexing="ij"), -1).reshape(-1, 2)
+        up, down = snake(rows_up), snake(rows_down)
+    else:
+        centers, up, down = phi_centers, rows_up, rows_down
+    n_windows = len(centers)
     common = dict(
         solvent=a.solvent,
         centers=centers.tolist(),
@@ -149,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         return np.stack([x for walk in walks for x in walk[key]])[order]
 
     a.out_dir.mkdir(parents=True, exist_ok=True)
-    path = a.out_dir / f"umbrella_{a.solvent}.npz"
+    stem = f"umbrella{'2d' if a.psi_windows > 0 else ''}_{a.solvent}"
+    path = a.out_dir / f"{stem}.npz"
     np.savez_compressed(
         path,
         centers=centers,
@@ -164,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python systems/alanine_dipeptide/umbrella.py " + shlex.join(cli_args),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "openmm_version": openmm.__version__,
-        "bias": "0.5 * kappa * d(phi, phi_k)^2, kJ/mol; d periodic distance; phi = C(ACE)-N-CA-C",
+        "bias": "0.5 * kappa * d(phi, phi_k)^2 (+ 0.5 * kappa * d(psi, psi_k)^2 with psi windows), kJ/mol; "
+        "d periodic distance; phi = C(ACE)-N-CA-C, psi = N-CA-C-N(NME)",
         "units": {"phi": "rad", "positions": "nm (float32)", "kappa": "kJ/mol/rad^2", "kT": "kJ/mol"},
         "wall_time_s": round(time.perf_counter() - start, 1),
         "walk_wall_s": [round(w["wall_s"], 1) for w in walks],
@@ -172,9 +231,11 @@ def main(argv: list[str] | None = None) -> None:
         "file_bytes": path.stat().st_size,
         **{k: v for k, v in common.items() if k != "centers"},
         "windows": a.windows,
+        "psi_windows": a.psi_windows,
+        "n_windows": n_windows,
         "seed": a.seed,
     }
-    (a.out_dir / f"umbrella_{a.solvent}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (a.out_dir / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(json.dumps(meta, indent=2))
 
 

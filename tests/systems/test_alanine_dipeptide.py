@@ -73,6 +73,8 @@ def test_missing_data_names_the_command(monkeypatch, tmp_path):
         ad.load_reference_data("obc2")
     with pytest.raises(FileNotFoundError, match=r"reference\.py --solvent vacuum"):
         ad.load_reference_free_energy("vacuum")
+    with pytest.raises(FileNotFoundError, match=r"umbrella\.py --solvent obc2 --windows 60"):
+        ad.umbrella_frames("obc2")
 
 
 def test_generate_md_writes_positions_and_matching_forces(tmp_path):
@@ -169,3 +171,28 @@ def test_umbrella_reference_is_self_consistent():
     mean = np.arctan2(np.sin(phi).mean(1), np.cos(phi).mean(1))
     dist = np.abs(np.angle(np.exp(1j * (mean - centers))))
     assert dist.max() < 0.5, dist.max()
+
+
+@pytest.mark.skipif(not (ad.DATA_DIR / "umbrella_obc2.npz").exists(), reason="umbrella data not generated")
+def test_training_data_adds_boltzmann_weighted_basin_frames():
+    """``data.basin_frames`` appends that many αL/C7ax frames drawn from the umbrella frames by their MBAR weights:
+    all inside the basin, copies of umbrella frames, and their ψ histogram follows the weighted one."""
+    md = ad.load_reference_data("obc2")["positions"].reshape(-1, 66)
+    x = ad.training_data({"data": {"solvent": "obc2", "basin_frames": 4000}})
+    assert x.shape == (len(md) + 4000, 66)
+    np.testing.assert_array_equal(x[: len(md)], md)
+    extra = x[len(md) :].reshape(-1, 22, 3)
+    phi, psi = ad.backbone_dihedrals(extra)
+    assert ((phi >= 0) & (phi < ad.BASIN_SPLIT)).all()
+    frames, log_w = ad.umbrella_frames("obc2")
+    assert np.isclose(np.exp(log_w).sum(), 1.0)
+    uphi, upsi = ad.backbone_dihedrals(frames)
+    basin = (uphi >= 0) & (uphi < ad.BASIN_SPLIT)
+    w = np.exp(log_w[basin]) / np.exp(log_w[basin]).sum()
+    # the weighted ψ mean of the basin frames, reproduced by the draw within its sampling error
+    weighted = float((w * np.cos(upsi[basin])).sum())
+    drawn = float(np.cos(psi).mean())
+    assert drawn == pytest.approx(weighted, abs=4 * np.cos(psi).std() / math.sqrt(4000 / 4))
+    # the Boltzmann weights put the basin at its reference population
+    ref = ad.load_reference_free_energy("obc2")["delta_f_basin"]["value"]
+    assert -math.log(np.exp(log_w[basin]).sum() / np.exp(log_w[~basin]).sum()) == pytest.approx(ref, abs=0.02)
