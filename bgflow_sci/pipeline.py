@@ -55,6 +55,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "test_fraction": 0.1,
     "max_frames": None,
     "seed": 0,
+    "kl_bias": 0.0,  # kT; > 0: reverse KL against the system's kl_target(config, bg) (a biased training target)
 }
 EVALUATE_DEFAULTS: dict[str, Any] = {"samples": 100_000, "batch_size": 10_000, "bins": 36, "n_bootstrap": 200}
 
@@ -148,6 +149,11 @@ def train(
     torch.manual_seed(t["seed"])
     bg, x_train, x_test = _build(module, config, device, dtype)
     (out / "metrics.jsonl").unlink(missing_ok=True)
+    kl_target = None
+    if t["kl_bias"]:
+        if not hasattr(module, "kl_target"):
+            raise ValueError(f"train.kl_bias needs the hook kl_target(config, bg) in {module.__file__}")
+        kl_target = module.kl_target(config, bg)
     trainer = ml_then_kl(
         bg,
         x_train,
@@ -161,6 +167,7 @@ def train(
         schedule=t["schedule"],
         final_lr_factor=t["final_lr_factor"],
         weight_decay=t["weight_decay"],
+        kl_target=kl_target,
         log_path=out / "metrics.jsonl",
         log_every=10,
         seed=t["seed"],

@@ -108,3 +108,28 @@ def test_reverse_kl_reports_the_batch_ess_and_the_trainer_logs_it(tmp_path):
     history = trainer.train(7)
     assert all("kl/ess" not in r for r in history[:3])
     assert all(0.0 < r["kl/ess"] <= 1.0 for r in history[3:])
+
+
+def test_biased_energy_and_reverse_kl_against_it():
+    """``BiasedEnergy`` adds the bias to energies and its gradient to forces; ReverseKL(target=...) uses it while
+    the generator keeps its exact target for the weights."""
+    from bgflow_sci.energies import BiasedEnergy
+
+    torch.manual_seed(3)
+    base = Quadratic(2, 0.3, 0.8)
+    biased = BiasedEnergy(base, lambda x: 0.5 * x[:, 0] ** 3)
+    x = torch.randn(64, 2, dtype=torch.float64)
+    torch.testing.assert_close(biased.energy(x), base.energy(x) + 0.5 * x[:, 0] ** 3)
+    expected = base.force(x) - torch.stack([1.5 * x[:, 0] ** 2, torch.zeros(64, dtype=x.dtype)], 1)
+    torch.testing.assert_close(biased.force(x), expected)
+    assert torch.isinf(biased.energy(torch.tensor([[float("nan"), 0.0]], dtype=torch.float64))).all()
+    with pytest.raises(ValueError, match="bias must return"):
+        BiasedEnergy(base, lambda x: x).energy(x)
+
+    bg = BoltzmannGenerator(Normal(2), ActNorm(2), base).eval()
+    torch.manual_seed(4)
+    loss = ReverseKL(bg, batch_size=1000, target=biased)()
+    torch.manual_seed(4)
+    z, log_q = bg.sample_with_log_prob(1000)
+    torch.testing.assert_close(loss, (biased.energy(z) + log_q).mean())
+    assert bg.target is base

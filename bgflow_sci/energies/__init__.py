@@ -1,6 +1,6 @@
 """Reduced energies ``u(x)`` in kT: the Energy protocol and the systems built on it."""
 
-from .base import Energy, ScaledEnergy
+from .base import BiasedEnergy, Energy, ScaledEnergy
 from .double_well import DoubleWell2D
 from .forcefield import TorchForceField
 from .gmm import GaussianMixture, GaussianMixture40
@@ -13,6 +13,7 @@ from .phase_space import PhaseSpaceEnergy
 __all__ = [
     "Energy",
     "ScaledEnergy",
+    "BiasedEnergy",
     "DoubleWell2D",
     "GaussianMixture",
     "GaussianMixture40",

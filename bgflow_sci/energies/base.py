@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -75,3 +77,23 @@ class ScaledEnergy(Energy):
 
     def _energy(self, x: Tensor) -> Tensor:
         return self.base.energy(x) / self.temperature
+
+
+class BiasedEnergy(Energy):
+    """``u_b(x) = u(x) + b(x)`` (kT): a known bias added to an energy, for *training* only.
+
+    Reverse KL against ``u_b`` shapes a flow where ``b`` lowers the energy (e.g. a rare metastable basin lifted to
+    a few per cent of the samples, so that every batch fits it); importance weights must keep the exact ``u``
+    (the :class:`~bgflow_sci.BoltzmannGenerator`'s target), so no estimate is biased. ``bias`` maps ``(batch, dim)``
+    to ``(batch,)`` in kT and must be differentiable for forces.
+    """
+
+    def __init__(self, energy: Energy, bias: Callable[[Tensor], Tensor]):
+        super().__init__(energy.dim)
+        self.base, self.bias = energy, bias
+
+    def _energy(self, x: Tensor) -> Tensor:
+        b = self.bias(x)
+        if b.shape != x.shape[:1]:
+            raise ValueError(f"bias must return shape ({len(x)},), got {tuple(b.shape)}")
+        return self.base.energy(x) + b

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .._checks import check_batch
 from ..distributions import Distribution
+from ..energies import Energy
 
 
 def linlog_cut(u: Tensor, cutoff: float) -> Tensor:
@@ -49,6 +50,8 @@ class ReverseKL:
     ``n_dropped``); ``energy_cutoff`` applies :func:`linlog_cut` to tame clashes.  :meth:`log_values` reports
     the Kish ESS fraction of the last batch's importance weights ``log w = -u(x) - log q(x)`` (uncut energies,
     non-finite ones weigh zero), which the :class:`~bgflow_sci.training.Trainer` logs as ``<name>/ess``.
+    ``target`` replaces the generator's target in the loss (e.g. a
+    :class:`~bgflow_sci.energies.BiasedEnergy`); the logged ESS is then against that target.
     """
 
     def __init__(
@@ -57,10 +60,12 @@ class ReverseKL:
         batch_size: int = 256,
         energy_cutoff: float | None = None,
         context: Tensor | None = None,
+        target: Energy | None = None,
     ):
-        if bg.target is None:
-            raise ValueError("ReverseKL needs a BoltzmannGenerator with a target energy")
+        if bg.target is None and target is None:
+            raise ValueError("ReverseKL needs a BoltzmannGenerator with a target energy (or target=...)")
         self.bg, self.batch_size, self.energy_cutoff, self.context = bg, batch_size, energy_cutoff, context
+        self.target = target if target is not None else bg.target
         self.n_dropped = 0
         self.last_log_weights: Tensor | None = None
 
@@ -69,7 +74,7 @@ class ReverseKL:
         if self.context is not None:
             ctx = self.context[torch.randint(len(self.context), (self.batch_size,), device=self.context.device)]
         x, log_q = self.bg.sample_with_log_prob(self.batch_size, ctx)
-        u = self.bg.target.energy(x)
+        u = self.target.energy(x)
         log_w = -(u + log_q).detach()
         self.last_log_weights = torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -torch.inf))
         if self.energy_cutoff is not None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ..energies import Energy
 from .losses import MaximumLikelihood, ReverseKL
 from .trainer import Trainer
 
@@ -21,17 +22,20 @@ def ml_then_kl(
     energy_cutoff: float | None = None,
     lr: float = 1e-3,
     schedule: str = "cosine",
+    kl_target: Energy | None = None,
     **trainer_kwargs: Any,
 ) -> Trainer:
     """Boltzmann-generator training of Noé et al. 2019: maximum likelihood on data, then reverse KL.
 
     Steps ``[0, ml_steps)`` minimise ``-log q(x_data)``; steps ``[ml_steps, ml_steps + kl_steps)`` minimise
     ``E_q[u(x) + log q(x)] + ml_anchor * (-log q(x_data))`` (the anchor keeps the flow from dropping
-    metastable states that reverse KL alone would lose).  Returns the :class:`Trainer` (call ``train``).
+    metastable states that reverse KL alone would lose).  ``kl_target`` replaces ``u`` in the KL term (e.g. a
+    :class:`~bgflow_sci.energies.BiasedEnergy` that lifts a rare basin; the generator's exact target still gives the
+    importance weights).  Returns the :class:`Trainer` (call ``train``).
     """
     losses = {"ml": MaximumLikelihood(bg, data, batch_size)}
     if kl_steps > 0:
-        losses["kl"] = ReverseKL(bg, kl_batch_size or batch_size, energy_cutoff=energy_cutoff)
+        losses["kl"] = ReverseKL(bg, kl_batch_size or batch_size, energy_cutoff=energy_cutoff, target=kl_target)
     weights = {
         "ml": lambda step: 1.0 if step < ml_steps else ml_anchor,
         "kl": lambda step: 0.0 if step < ml_steps else 1.0,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -305,7 +306,8 @@ def main(argv: list[str] | None = None) -> dict:
             "error_method": f"block bootstrap ({block * interval:g} ps blocks), replicates aligned by "
             "the probability-weighted constant shift",
         },
-        "computed_by": "python systems/alanine_dipeptide/reference.py " + " ".join(argv or []),
+        "computed_by": "python systems/alanine_dipeptide/reference.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
     }
     ad.DATA_DIR.joinpath(f"reference_{a.solvent}.json").write_text(json.dumps(result, indent=2) + "\n")
     primary = umbrella["profile"] if umbrella else {"free_energy": f_raw, "error": profile_error}

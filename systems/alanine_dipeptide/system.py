@@ -198,6 +198,29 @@ def make_boltzmann_generator(config: dict[str, Any], data):
     )
 
 
+def kl_target(config: dict[str, Any], bg):
+    """Hook of ``train.kl_bias = h`` (kT): reverse KL against ``u(x) − h s(φ(x))``, ``s`` a smooth indicator
+    (width 0.1 rad) of the αL/C7ax basin ``0 <= φ < BASIN_SPLIT``.
+
+    The flow is then trained towards a distribution in which the basin holds about ``p e^h / (1 - p + p e^h)`` of
+    the mass (``p`` its Boltzmann population, 0.37 %: h = 3.4 gives ≈ 10 %), so that each KL batch shapes the basin;
+    the importance weights still use the exact energy (``bg.target``).
+    """
+    import torch
+
+    from bgflow_sci.energies import BiasedEnergy
+    from bgflow_sci.flows.internal import dihedral
+
+    h = float(config["train"]["kl_bias"])
+
+    def basin_bias(x):
+        p = x.reshape(len(x), N_ATOMS, 3)
+        phi = dihedral(*(p[:, i] for i in PHI_ATOMS))
+        return -h * torch.sigmoid(phi / 0.1) * torch.sigmoid((BASIN_SPLIT - phi) / 0.1)
+
+    return BiasedEnergy(bg.target, basin_bias)
+
+
 def collective_variables(x: np.ndarray) -> dict[str, np.ndarray]:
     """``{"phi": ..., "psi": ...}`` (rad) of flat or ``(frames, 22, 3)`` positions in nm."""
     phi, psi = backbone_dihedrals(np.asarray(x).reshape(-1, N_ATOMS, 3))

@@ -196,3 +196,25 @@ def test_training_data_adds_boltzmann_weighted_basin_frames():
     # the Boltzmann weights put the basin at its reference population
     ref = ad.load_reference_free_energy("obc2")["delta_f_basin"]["value"]
     assert -math.log(np.exp(log_w[basin]).sum() / np.exp(log_w[~basin]).sum()) == pytest.approx(ref, abs=0.02)
+
+
+def test_kl_target_lifts_only_the_alpha_l_basin():
+    """``kl_target``: u − h on αL/C7ax frames (0 <= φ < 2.2), u elsewhere, with φ computed as mdtraj does."""
+    from bgflow_sci.energies import Energy
+
+    class Zero(Energy):
+        def _energy(self, x):
+            return torch.zeros(len(x), dtype=x.dtype)
+
+    bg = type("BG", (), {"target": Zero(66)})()
+    target = ad.kl_target({"train": {"kl_bias": 3.0}}, bg)
+    md = ad.load_reference_data("obc2")["positions"][:200]
+    phi, _ = ad.backbone_dihedrals(md)
+    frames, _ = ad.umbrella_frames("obc2")
+    uphi, _ = ad.backbone_dihedrals(frames)
+    alpha_l = frames[(uphi > 0.5) & (uphi < 1.5)][:50]
+    x = torch.as_tensor(np.concatenate([md, alpha_l]).reshape(-1, 66), dtype=torch.float64)
+    u = target.energy(x).numpy()
+    far = (np.abs(phi) > 0.5) & (np.abs(phi - ad.BASIN_SPLIT) > 0.5)  # MD frames away from the basin's edges
+    np.testing.assert_allclose(u[:200][far], 0.0, atol=5e-3)  # sigmoid tails: 3 e^{-5} at 0.5 rad
+    np.testing.assert_allclose(u[200:], -3.0, atol=0.03)
