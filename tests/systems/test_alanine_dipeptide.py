@@ -192,7 +192,7 @@ def test_training_data_adds_boltzmann_weighted_basin_frames():
     # the weighted ψ mean of the basin frames, reproduced by the draw within its sampling error
     weighted = float((w * np.cos(upsi[basin])).sum())
     drawn = float(np.cos(psi).mean())
-    assert drawn == pytest.approx(weighted, abs=4 * np.cos(psi).std() / math.sqrt(4000 / 4))
+    assert drawn == pytest.approx(weighted, abs=float(4 * np.cos(psi).std() / math.sqrt(4000 / 4)))
     # the Boltzmann weights put the basin at its reference population
     ref = ad.load_reference_free_energy("obc2")["delta_f_basin"]["value"]
     assert -math.log(np.exp(log_w[basin]).sum() / np.exp(log_w[~basin]).sum()) == pytest.approx(ref, abs=0.02)
