@@ -30,7 +30,7 @@ from ..bg import BoltzmannGenerator
 from ..distributions import Normal
 from ..training.losses import MaximumLikelihood
 from ..training.trainer import Trainer
-from .morphing import VariableModel, _weights
+from .variable_model import VariableModel, _weights
 
 __all__ = ["ConditionalDensityFlow", "FlowQuantileMorpher"]
 
