@@ -12,7 +12,7 @@ from .estimates import importance_sampling_summary, log_z
 from .free_energy import Profile, free_energy_difference, free_energy_profile
 from .histogram import Histogram, reweighted_histogram
 from .mbar import mbar_free_energies, mbar_log_weights
-from .weights import ess, log_mean_exp, normalized_weights
+from .weights import ess, ess_tensor, log_mean_exp, normalized_weights
 
 __all__ = [
     "Estimate",
@@ -21,6 +21,7 @@ __all__ = [
     "bootstrap",
     "bootstrap_std",
     "ess",
+    "ess_tensor",
     "free_energy_difference",
     "free_energy_profile",
     "importance_sampling_summary",

@@ -69,9 +69,15 @@ def ess(log_w: Tensor) -> float:
     every weight is zero (no effective samples).
     """
     lw = as_log_weights(log_w).detach()
-    n = lw.numel()
-    if n == 0:
+    if lw.numel() == 0:
         return math.nan
+    return float(ess_tensor(lw))
+
+
+def ess_tensor(log_w: Tensor) -> Tensor:
+    """:func:`ess` of a non-empty 1D tensor of log weights as a 0-d tensor on its device (no host synchronisation,
+    for logging inside training loops); float64."""
+    lw = log_w.to(torch.float64)
     lse = torch.logsumexp(lw, dim=0)
-    frac = torch.exp(2 * lse - torch.logsumexp(2 * lw, dim=0) - math.log(n)).clamp(max=1.0)
-    return float(torch.where(torch.isfinite(lse), frac, torch.zeros_like(frac)))
+    frac = torch.exp(2 * lse - torch.logsumexp(2 * lw, dim=0) - math.log(lw.numel())).clamp(max=1.0)
+    return torch.where(torch.isfinite(lse), frac, torch.zeros_like(frac))

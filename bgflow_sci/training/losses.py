@@ -12,6 +12,7 @@ from torch import Tensor
 from .._checks import check_batch
 from ..distributions import Distribution
 from ..energies import Energy
+from ..reweighting.weights import ess_tensor
 
 
 def linlog_cut(u: Tensor, cutoff: float) -> Tensor:
@@ -91,9 +92,7 @@ class ReverseKL:
         lw = self.last_log_weights
         if lw is None or lw.numel() == 0:
             return {}
-        lse = torch.logsumexp(lw, 0)
-        frac = torch.exp(2 * lse - torch.logsumexp(2 * lw, 0)) / lw.numel()
-        return {"ess": torch.where(torch.isfinite(lse), frac.clamp(max=1.0), torch.zeros_like(frac))}
+        return {"ess": ess_tensor(lw)}
 
 
 class ForceMatching:

@@ -257,13 +257,10 @@ class Trainer:
 
         values["total"] = total.detach()
         values["grad_norm"] = grad_norm.detach()
-        for name, fn in self.losses.items():  # diagnostics of the losses evaluated this step (e.g. batch ESS)
-            log_values = getattr(fn, "log_values", None)
-            if weights[name] != 0.0 and callable(log_values):
-                for key, v in log_values().items():
-                    values[f"{name}/{key}"] = v.detach()
-        for name, constraint in self.constraints.items():
-            log_values = getattr(constraint, "log_values", None)
+        # diagnostics of the losses evaluated this step (e.g. batch ESS) and of the constraints
+        evaluated = [(name, fn) for name, fn in self.losses.items() if weights[name] != 0.0]
+        for name, obj in evaluated + list(self.constraints.items()):
+            log_values = getattr(obj, "log_values", None)
             if callable(log_values):
                 for key, v in log_values().items():
                     values[f"{name}/{key}"] = v.detach()
