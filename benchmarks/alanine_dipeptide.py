@@ -4,7 +4,8 @@ The same pipeline as ``bgflow-sci train alanine_dipeptide`` (:mod:`bgflow_sci.pi
 circular spline couplings, maximum likelihood on the reference MD frames, reverse KL against the batched torch
 force field, then importance reweighting with the exact energy. Settings: ``systems/alanine_dipeptide/config.json``
 (overridable with ``--set SECTION.KEY=VALUE``). Reports ESS, held-out NLL, ΔF between the φ regions (sign and
-basin definitions) against the umbrella-sampling reference, and the training time in process-CPU minutes; writes
+basin definitions) against the reference (MD under a frozen metadynamics bias, ``reference.py``), and the training
+time in process-CPU minutes; writes
 ``summary.json`` next to the pipeline's outputs (model, samples.dcd + weights, Ramachandran map, φ profile).
 
     OMP_NUM_THREADS=1 python benchmarks/alanine_dipeptide.py --out benchmarks/results/alanine_dipeptide

@@ -209,6 +209,12 @@ def train(
 
 def load_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu"):
     """``(module, config, bg)`` from a ``model.pt`` written by :func:`train`."""
+    module, config, bg, _ = _load(checkpoint, device)
+    return module, config, bg
+
+
+def _load(checkpoint: str | os.PathLike, device: torch.device | str = "cpu"):
+    """:func:`load_model` plus the training frames the model was built from."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"no checkpoint {checkpoint}: write one with `bgflow-sci train SYSTEM --out DIR`")
@@ -216,9 +222,9 @@ def load_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu"
     module = load_system(state["system"])
     dtype = getattr(torch, state["dtype"].removeprefix("torch."))
     config = state["config"]
-    bg, _, _ = _build(module, config, torch.device(device), dtype)
+    bg, x_train, _ = _build(module, config, torch.device(device), dtype)
     bg.load_state_dict(state["state_dict"])
-    return module, config, bg.eval()
+    return module, config, bg.eval(), x_train
 
 
 def sample(
@@ -331,19 +337,20 @@ def enhanced_md(
     """Flow-enhanced MD (:class:`~bgflow_sci.samplers.FlowEnhancedMD`) of a system with a trained model as proposal.
 
     Needs the system hook ``openmm_system(config) -> (topology, system, positions)`` and ``TEMPERATURE``; starts
-    from the first training frame. Writes ``trajectory`` (system format, e.g. DCD), ``enhanced_md.json`` with the
-    acceptance, the energy evaluations and, per region of ``free_energy_regions``, the fraction of frames in
-    region B and the transitions between A and B (changes of the last region visited) per evaluation.
+    from the first frame of the training split. Writes ``trajectory`` (system format, e.g. DCD),
+    ``enhanced_md.json`` with the acceptance, the energy evaluations and, per region of ``free_energy_regions``,
+    the fraction of frames in region B and the transitions between A and B (changes of the last region visited)
+    per evaluation.
     """
     from .samplers import FlowEnhancedMD, count_transitions
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    module, config, bg = load_model(checkpoint)
+    module, config, bg, x_train = _load(checkpoint)
     if not hasattr(module, "openmm_system"):
         raise AttributeError(f"system module {module.__file__} lacks openmm_system(config); see systems/README.md")
     _, system, _ = module.openmm_system(config)
-    x0 = np.asarray(module.training_data(config))[0]
+    x0 = x_train[0].cpu().double().numpy()
     with FlowEnhancedMD(
         system, module.TEMPERATURE, bg, md_steps=md_steps, proposals_per_cycle=proposals_per_cycle, seed=seed
     ) as sampler:

@@ -3,8 +3,9 @@
 Run:  python tutorials/05_alanine_dipeptide.py [--quick] [--out DIR]
 
 The system folder ``systems/alanine_dipeptide/`` holds everything molecule-specific: the OpenMM system built from
-OpenMM's own force-field files, 50,000 reference MD frames, and the umbrella-sampling reference for the free
-energy along the backbone torsion φ. The package supplies the rest:
+OpenMM's own force-field files, 50,000 reference MD frames, and the reference for the free energy along the
+backbone torsion φ (MD under a frozen metadynamics bias on (φ, ψ), exactly reweighted). The package supplies
+the rest:
 
 1. internal coordinates from the bond graph (bonds, angles, torsions; siblings relative to each other),
 2. a flow of circular spline couplings on the rotor torsions and Gaussian-like real coordinates for the rest,

@@ -2,11 +2,12 @@
 
     python systems/alanine_dipeptide/reference.py --solvent obc2
 
-The reference ΔF and profile come from umbrella sampling (``umbrella.py``; MBAR over the windows, block-bootstrap
-errors within windows): the (φ, ψ) grid of ``umbrella2d_<solvent>.npz`` when it exists, else the φ windows of
-``umbrella_<solvent>.npz``; plain MD at 300 K visits φ > 0 too rarely. The 1D umbrella result
-(``umbrella_1d_cross_check``) and the plain-MD estimates (``delta_f_plain_md``, ``md_*``) are kept as cross-checks.
-The npz also holds ``umbrella_frame_log_weights``: normalised Boltzmann log weights of the stored umbrella frames.
+The reference ΔF and profile come from MD under a frozen (φ, ψ) bias built by well-tempered metadynamics
+(``metadynamics.py``, ``metad_<solvent>.npz``): exact weights ``exp(V/kT)``, block-bootstrap errors within the
+independent walkers, the estimate of each walker and the number of basin transitions as checks. Without those data,
+umbrella sampling (``umbrella.py``; MBAR over the windows) is used when its data exist, else plain MD (at 300 K it
+visits φ > 0 too rarely). The npz holds ``umbrella_frame_log_weights`` (normalised Boltzmann log weights of the
+umbrella frames) when umbrella data exist; the metadynamics frame weights come from the bias stored with them.
 
 Plain MD: unweighted frames, so ``F(s) = -log p(s)`` (kT) from :func:`bgflow_sci.reweighting.free_energy_profile` and
 ``ΔF = F(φ > 0) - F(φ < 0) = -log N(φ > 0) + log N(φ < 0)`` from
@@ -44,16 +45,21 @@ from bgflow_sci.systems import load_system
 HERE = Path(__file__).resolve().parent
 
 
-def block_counts(index: np.ndarray, chain: np.ndarray, n_bins: int, block: int) -> np.ndarray:
+def block_counts(
+    index: np.ndarray, chain: np.ndarray, n_bins: int, block: int, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Counts ``(n_blocks, n_bins)`` of ``index`` (bin of each frame) in contiguous blocks of ``block`` frames
-    within each chain (a chain's incomplete last block is dropped)."""
+    within each chain (a chain's incomplete last block is dropped); with ``weights``, the sums of the frames'
+    weights instead of counts."""
     rows = []
     for c in np.unique(chain):
         idx = index[chain == c]
+        w = None if weights is None else weights[chain == c]
         n_blocks = len(idx) // block
         if n_blocks:
             blocks = idx[: n_blocks * block].reshape(n_blocks, block)
-            rows.append(np.stack([np.bincount(b, minlength=n_bins) for b in blocks]))
+            w_blocks = [None] * n_blocks if w is None else w[: n_blocks * block].reshape(n_blocks, block)
+            rows.append(np.stack([np.bincount(b, wb, minlength=n_bins) for b, wb in zip(blocks, w_blocks)]))
     return np.concatenate(rows) if rows else np.zeros((0, n_bins), dtype=np.int64)
 
 
@@ -207,6 +213,119 @@ def umbrella_reference(
     }
 
 
+def metadynamics_reference(
+    ad, solvent: str, bins: int, block_ps: float, n_bootstrap: int, seed: int, core: float = 0.3
+) -> dict | None:
+    """ΔF and the φ profile from MD under a frozen (φ, ψ) bias (``metadynamics.py``): frame weights ``exp(V/kT)``.
+
+    Errors: block bootstrap over contiguous blocks of ``block_ps`` within each walker (blocks resampled with
+    replacement across all walkers). Also the estimate of each walker alone (independent bias and chain), and the
+    number of transitions between the cores of the two φ regions (``φ < -core`` and ``core <= φ < split - core``),
+    which shows whether the frozen-bias chains mix.
+    """
+    path = ad.DATA_DIR / f"metad_{solvent}.npz"
+    if not path.exists():
+        return None
+    split = ad.BASIN_SPLIT
+    with np.load(path) as f:
+        phi_wn, bias_wn = f["phi"].astype(np.float64), f["bias"].astype(np.float64)
+        kt, sample_fs, frame_ps, n_frames = (
+            float(f["kT"]),
+            float(f["sample_fs"]),
+            float(f["frame_ps"]),
+            len(f["positions"][0]),
+        )
+    meta = json.loads(path.with_suffix(".json").read_text())
+    n_walkers, m = phi_wn.shape
+    log_w_wn = bias_wn / kt
+    shift = log_w_wn.max()
+    edges = np.linspace(-math.pi, math.pi, bins + 1)
+    # bins 0..bins-1 of φ for the profile; two extra labels for the ΔF regions are derived from φ directly
+    index = np.clip(np.searchsorted(edges, phi_wn, side="right") - 1, 0, bins - 1).reshape(-1)
+    chain = np.repeat(np.arange(n_walkers), m)
+    weights = np.exp(log_w_wn - shift).reshape(-1)
+    phi = phi_wn.reshape(-1)
+    region_masks = {
+        "sign": (phi > 0).astype(np.int64),
+        "basin": ((phi >= 0) & (phi < split)).astype(np.int64),
+    }
+    block = max(1, round(block_ps * 1000 / sample_fs))
+    log_width = np.log(np.diff(edges))
+
+    def from_sums(prof_sums: np.ndarray, region_sums: dict[str, np.ndarray]) -> tuple[list, np.ndarray]:
+        """ΔF = F(region) - F(rest) = log S(rest) - log S(region) from summed weights (column 1: in the region)."""
+        with np.errstate(divide="ignore"):
+            dfs = [np.log(r[..., 0]) - np.log(r[..., 1]) for r in region_sums.values()]
+            prof = -np.log(prof_sums) + np.log(prof_sums.sum(-1, keepdims=True)) - log_width
+        return dfs, prof
+
+    prof_blocks = block_counts(index, chain, bins, block, weights)
+    region_blocks = {k: block_counts(v, chain, 2, block, weights) for k, v in region_masks.items()}
+    dfs, profile = from_sums(prof_blocks.sum(0), {k: v.sum(0) for k, v in region_blocks.items()})
+    dfs = [float(d) for d in dfs]
+    profile = profile - profile[np.isfinite(profile)].min()
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(len(prof_blocks), size=(n_bootstrap, len(prof_blocks)))
+    np_errors = np.seterr(divide="ignore", invalid="ignore")  # replicates may leave a bin or region empty
+    rep_dfs, rep_prof = from_sums(prof_blocks[picks].sum(1), {k: v[picks].sum(1) for k, v in region_blocks.items()})
+    both = np.isfinite(rep_prof) & np.isfinite(profile)
+    p = np.where(both, np.exp(-profile), 0.0)
+    rep_prof = rep_prof - (p * np.where(both, rep_prof - profile, 0.0)).sum(-1, keepdims=True) / p.sum(
+        -1, keepdims=True
+    )
+    prof_err = np.sqrt(np.nanvar(np.where(both, rep_prof, np.nan), 0, ddof=1))
+    per_walker = [
+        {
+            name: float(np.log(weights[(chain == k) & (v == 0)].sum()) - np.log(weights[(chain == k) & (v == 1)].sum()))
+            for name, v in region_masks.items()
+        }
+        for k in range(n_walkers)
+    ]
+    np.seterr(**np_errors)
+    # transitions between the cores of the two regions (with hysteresis), per walker
+    transitions = []
+    for k in range(n_walkers):
+        state = np.where(phi_wn[k] < -core, 0, np.where((phi_wn[k] >= core) & (phi_wn[k] < split - core), 1, -1))
+        visited = state[state >= 0]
+        transitions.append(int((np.diff(visited) != 0).sum()))
+    # log weights of the stored position frames (every frame_every-th sample of each walker)
+    frame_every = round(frame_ps * 1000 / sample_fs)
+    frame_log_w = log_w_wn[:, frame_every - 1 :: frame_every][:, :n_frames]
+    frame_log_w = frame_log_w - np.logaddexp.reduce(frame_log_w.reshape(-1))
+    definitions = {
+        "sign": "F(phi > 0) - F(phi < 0), kT",
+        "basin": f"F(0 <= phi < {split}) - F(rest): the alpha_L / C7ax basin against beta, C5, alpha_R "
+        "(the beta basin wraps past phi = pi)",
+    }
+    rep = np.stack(rep_dfs, 1)
+    kish = weights.sum() ** 2 / (weights**2).sum()
+    return {
+        "delta_f": {
+            name: {"definition": definitions[name], "value": dfs[i], "error": float(rep[:, i].std(ddof=1))}
+            for i, name in enumerate(region_masks)
+        },
+        "method": f"well-tempered metadynamics on (phi, psi) to build a bias (gamma {meta['bias_factor']:g}, "
+        f"{meta['build_ns']:g} ns per walker), then {meta['production_ns']:g} ns of MD under the frozen bias per "
+        f"walker ({n_walkers} independent walkers), reweighted with exp(V/kT); errors: block bootstrap "
+        f"({block_ps:g} ps blocks within walkers, {n_bootstrap} replicates)",
+        "file": path.name,
+        "command": meta["command"],
+        "total_ns": n_walkers * m * sample_fs / 1e6,
+        "per_walker": per_walker,
+        "transitions_per_walker": transitions,
+        "transition_cores": f"phi < -{core} vs {core} <= phi < {split - core}",
+        "kish_ess_fraction": float(kish / len(weights)),
+        "population_alpha_l_c7ax": float(1.0 / (1.0 + math.exp(dfs[1]))),
+        "frame_log_weights": frame_log_w,
+        "profile": {
+            "centers": 0.5 * (edges[1:] + edges[:-1]),
+            "free_energy": profile,
+            "error": prof_err,
+            "edges": edges,
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--solvent", choices=("vacuum", "obc2"), default="obc2")
@@ -216,6 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--umbrella-block-ps", type=float, default=10.0, help="block length within umbrella windows")
     parser.add_argument("--umbrella-bootstrap", type=int, default=100, help="MBAR bootstrap replicates")
+    parser.add_argument("--metad-block-ps", type=float, default=500.0, help="block length within metad walkers")
     a = parser.parse_args(argv)
 
     ad = load_system(HERE)
@@ -268,12 +388,17 @@ def main(argv: list[str] | None = None) -> dict:
         "warning": warning,
         "block_error_scan_ps": scan,
     }
+    metad = metadynamics_reference(ad, a.solvent, a.bins, a.metad_block_ps, a.n_bootstrap, a.seed)
+    if metad is None:
+        print(f"no metad_{a.solvent}.npz: falling back to umbrella sampling / plain MD", file=sys.stderr)
     umbrella = umbrella_reference(ad, a.solvent, a.bins, a.umbrella_block_ps, a.umbrella_bootstrap, a.seed)
     umbrella_1d = umbrella_reference(
         ad, a.solvent, a.bins, a.umbrella_block_ps, a.umbrella_bootstrap, a.seed, two_d=False
     )
-    if umbrella is None:  # no 2D grid: the φ windows are the reference
+    if umbrella is None:  # no 2D grid: the φ windows
         umbrella, umbrella_1d = umbrella_1d, None
+    # the reference: frozen-bias metadynamics when its data exist, else umbrella sampling, else plain MD
+    primary = metad or umbrella
     skip = ("profile", "delta_f", "frame_log_weights")
     result = {
         "solvent": a.solvent,
@@ -286,11 +411,13 @@ def main(argv: list[str] | None = None) -> dict:
             "chains": int(len(np.unique(chain))),
             "command": meta["command"],
         },
-        # the reference: umbrella sampling + MBAR when its data exist, else plain MD (with its warning)
-        "delta_f": dict(umbrella["delta_f"]["sign"], method=umbrella["method"]) if umbrella else plain_md,
-        "delta_f_basin": umbrella["delta_f"]["basin"] if umbrella else None,
+        "delta_f": dict(primary["delta_f"]["sign"], method=primary["method"]) if primary else plain_md,
+        "delta_f_basin": primary["delta_f"]["basin"] if primary else None,
         "delta_f_plain_md": plain_md,
-        "umbrella": {k: v for k, v in umbrella.items() if k not in skip} if umbrella else None,
+        "metadynamics": {k: v for k, v in metad.items() if k not in skip} if metad else None,
+        "umbrella": {k: v for k, v in umbrella.items() if k not in skip} | {"delta_f": umbrella["delta_f"]}
+        if umbrella
+        else None,
         # cross-check: the 1D φ windows (ψ free; hidden ψ barriers at φ > 0 may bias the αL/C7ax population)
         "umbrella_1d_cross_check": {k: v for k, v in umbrella_1d.items() if k not in skip}
         | {"delta_f": umbrella_1d["delta_f"]}
@@ -301,8 +428,9 @@ def main(argv: list[str] | None = None) -> dict:
             "cv": "phi (rad), C(ACE)-N-CA-C",
             "bins": a.bins,
             "range": [-math.pi, math.pi],
-            "definition": "F = -log p(phi), kT, minimum 0; keys free_energy/error (umbrella + MBAR when "
-            "available, else MD) and md_free_energy/md_error (plain MD)",
+            "definition": "F = -log p(phi), kT, minimum 0; keys free_energy/error (the reference method: "
+            "frozen-bias metadynamics, else umbrella + MBAR, else MD), umbrella_free_energy/umbrella_error "
+            "(umbrella + MBAR) and md_free_energy/md_error (plain MD)",
             "error_method": f"block bootstrap ({block * interval:g} ps blocks), replicates aligned by "
             "the probability-weighted constant shift",
         },
@@ -310,13 +438,18 @@ def main(argv: list[str] | None = None) -> dict:
         + " ".join(sys.argv[1:] if argv is None else argv),
     }
     ad.DATA_DIR.joinpath(f"reference_{a.solvent}.json").write_text(json.dumps(result, indent=2) + "\n")
-    primary = umbrella["profile"] if umbrella else {"free_energy": f_raw, "error": profile_error}
+    main_profile = primary["profile"] if primary else {"free_energy": f_raw, "error": profile_error}
     np.savez(
         ad.DATA_DIR / f"reference_{a.solvent}.npz",
         centers=prof.centers.numpy(),
         edges=edges,
-        free_energy=primary["free_energy"],
-        error=primary["error"],
+        free_energy=main_profile["free_energy"],
+        error=main_profile["error"],
+        **(
+            {"umbrella_free_energy": umbrella["profile"]["free_energy"], "umbrella_error": umbrella["profile"]["error"]}
+            if umbrella
+            else {}
+        ),
         md_free_energy=f_raw,
         md_error=profile_error,
         md_iid_error=prof.error.numpy(),

@@ -23,6 +23,7 @@ TEMPERATURE = float(CONFIG["temperature"])  # kelvin
 N_ATOMS = 22
 PHI_ATOMS = (4, 6, 8, 14)  # C(ACE) N CA C
 PSI_ATOMS = (6, 8, 14, 16)  # N CA C N(NME)
+OMEGA_ATOMS = ((1, 4, 6, 8), (8, 14, 16, 18))  # CH3-C(ACE)-N-CA and CA-C-N-C(NME): the two peptide bonds
 BASIN_SPLIT = 2.2  # rad: αL/C7ax basin is 0 <= φ < 2.2; the β basin wraps past φ = π
 
 
@@ -109,6 +110,19 @@ def backbone_dihedrals(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dihedrals[:, 0], dihedrals[:, 1]
 
 
+def all_trans(positions: np.ndarray) -> np.ndarray:
+    """``(frames,)`` bool: both peptide bonds trans (|ω| > π/2) in positions ``(frames, 22, 3)`` nm.
+
+    The cis ↔ trans isomerisation of an amide bond has a barrier of ~80 kJ/mol and never happens in plain MD
+    at 300 K; a frame with a cis bond comes from a forced path (e.g. umbrella windows dragged around φ) and
+    belongs to another, much less populated, state."""
+    import mdtraj
+
+    traj = mdtraj.Trajectory(np.asarray(positions, dtype=np.float32).reshape(-1, N_ATOMS, 3), topology())
+    omega = mdtraj.compute_dihedrals(traj, np.array(OMEGA_ATOMS), periodic=False)
+    return (np.abs(omega) > np.pi / 2).all(1)
+
+
 def load_reference_free_energy(solvent: str = "obc2") -> dict[str, Any]:
     """The reference ``ΔF = F(φ > 0) - F(φ < 0)`` (kT) and free-energy profile along φ computed by
     ``reference.py`` from the MD data (``reference_<solvent>.json`` and ``.npz``)."""
@@ -153,21 +167,47 @@ def umbrella_frames(solvent: str = "obc2") -> tuple[np.ndarray, np.ndarray]:
     return frames.reshape(-1, N_ATOMS, 3), weights.reshape(-1)
 
 
+def metadynamics_frames(solvent: str = "obc2") -> tuple[np.ndarray, np.ndarray]:
+    """Frames ``(n, 22, 3)`` nm of MD under the frozen (φ, ψ) bias of ``metadynamics.py`` and their normalised
+    Boltzmann log weights ``V(φ, ψ)/kT`` (exact: the bias is fixed and known): a weighted sample of the unbiased
+    distribution that covers every basin of the (φ, ψ) surface, the rare αL/C7ax one included."""
+    path = DATA_DIR / f"metad_{_check_solvent(solvent)}.npz"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"metadynamics data {path} not found; regenerate it with:\n    {CONFIG['metadynamics'][solvent]['command']}"
+        )
+    with np.load(path) as f:
+        frames, bias, kt = f["positions"], f["bias"].astype(np.float64), float(f["kT"])
+        every = round(float(f["frame_ps"]) * 1000 / float(f["sample_fs"]))
+    # frame j of a walker is its sample (j + 1) * every - 1
+    log_w = (bias[:, every - 1 :: every][:, : frames.shape[1]] / kt).reshape(-1)
+    log_w = log_w - np.logaddexp.reduce(log_w)
+    return frames.reshape(-1, N_ATOMS, 3), log_w
+
+
+BASIN_SOURCES = {"metadynamics": metadynamics_frames, "umbrella": umbrella_frames}
+
+
 def training_data(config: dict[str, Any]) -> np.ndarray:
     """Training frames ``(frames, 66)`` nm: the reference MD of ``config["data"]["solvent"]`` plus, when
     ``data.basin_frames > 0``, that many frames of the αL/C7ax basin (``0 <= φ < BASIN_SPLIT``), which plain MD
-    never visits: drawn with replacement from the umbrella frames (:func:`umbrella_frames`) in proportion to
-    their Boltzmann weights, so within the basin they follow the unbiased distribution.
+    never visits: drawn with replacement from the weighted enhanced-sampling frames of ``data.basin_source``
+    (``"metadynamics"``, as ``config.json`` sets it: :func:`metadynamics_frames`; or ``"umbrella"``, the default
+    of older configs: :func:`umbrella_frames`) in
+    proportion to their Boltzmann weights, so within the basin they follow the unbiased distribution.
 
     The basin's share of the training set (``basin_frames / frames``) is a choice, not its Boltzmann population;
     importance weights with the exact energy remove that bias from every estimate.
     """
     data = config.get("data", {})
     solvent = data.get("solvent", CONFIG["solvent"])
+    source = data.get("basin_source", "umbrella")  # absent in configs written before metadynamics existed
+    if source not in BASIN_SOURCES:
+        raise ValueError(f"data.basin_source must be one of {sorted(BASIN_SOURCES)}, got {source!r}")
     x = load_reference_data(solvent)["positions"].reshape(-1, 3 * N_ATOMS)
     n_basin = int(data.get("basin_frames", 0))
     if n_basin > 0:
-        frames, log_w = umbrella_frames(solvent)
+        frames, log_w = BASIN_SOURCES[source](solvent)
         phi, _ = backbone_dihedrals(frames)
         basin = (phi >= 0) & (phi < BASIN_SPLIT)
         p = np.exp(log_w[basin] - log_w[basin].max())

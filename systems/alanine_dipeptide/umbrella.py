@@ -26,6 +26,15 @@ result: κ is too weak for the sharp barriers of the 2D surface, windows there s
 such hysteresis. A 2D grid needs κ large enough that every window's potential is unimodal, and a finer grid to
 keep the overlap; the shipped reference uses the 1D windows.
 
+**The 1D run below is wrong, and its data are no longer shipped** (found 2026-11-29): the walk that covered
+φ > 0 (windows 29–58) had the C-terminal peptide bond (CA-C-N-C(NME)) in *cis* in every frame. Cause: the
+structure was minimised with the restraint centred at the parameter's default φ0 = 0, which pulled φ from π to 0;
+the walk's first window then sat at φ0 = 2.98, and the 3 rad jump of the centre (≈ 1,100 kJ/mol of restraint
+strain) flipped the amide bond, which MD never turns back. Its αL/C7ax basin was therefore the cis state, and its
+ΔF(basin) of 5.59 kT was 1.8 kT above that of the trans molecule (3.80 kT, ``metadynamics.py``). Fixed: the
+restraint is centred on the walk's first window before minimising, every window records the fraction of frames
+with a cis peptide bond (``cis_fraction``, ``system.all_trans``), and the script warns when any is non-zero.
+
     python systems/alanine_dipeptide/umbrella.py --solvent obc2 --windows 60 --kappa 250 --production-ps 150 --seed 3
     # the 2D run described above (not shipped):
     python systems/alanine_dipeptide/umbrella.py --solvent obc2 --windows 24 --psi-windows 24 --kappa 100 \
@@ -102,13 +111,19 @@ def run_walk(args: dict) -> dict:
     integrator.setRandomNumberSeed(args["seed"])
     context = mm.Context(system, integrator, mm.Platform.getPlatformByName("Reference"))
     context.setPositions(positions)
+    # restraint centred on the first window before minimising: a centre far from the start (the parameter's
+    # default 0) exerts a torque that can flip a peptide bond to cis during minimisation
+    first = np.atleast_1d(centers[args["order"][0]])
+    context.setParameter("phi0", float(first[0]))
+    if len(first) > 1:
+        context.setParameter("psi0", float(first[1]))
     mm.LocalEnergyMinimizer.minimize(context)
     context.setVelocitiesToTemperature(args["temperature"] * unit.kelvin, args["seed"])
     fs = args["timestep_fs"]
     sample_steps = max(1, round(args["sample_fs"] / fs))
     n_samples = round(args["production_ps"] * 1000 / fs) // sample_steps
     frame_every = max(1, round(args["frame_ps"] * 1000 / fs) // sample_steps)
-    out = {"windows": [], "phi": [], "psi": [], "positions": []}
+    out = {"windows": [], "phi": [], "psi": [], "positions": [], "cis_fraction": []}
     start = time.perf_counter()
     for i, w in enumerate(args["order"]):
         center = np.atleast_1d(centers[w])
@@ -125,6 +140,7 @@ def run_walk(args: dict) -> dict:
         out["phi"].append(dihedral_np(pos.astype(np.float64), ad.PHI_ATOMS).astype(np.float32))
         out["psi"].append(dihedral_np(pos.astype(np.float64), ad.PSI_ATOMS).astype(np.float32))
         out["positions"].append(pos[frame_every - 1 :: frame_every])
+        out["cis_fraction"].append(float(1.0 - ad.all_trans(pos).mean()))
         print(
             f"walk {args['walk']}: window {w} (centre {np.round(center, 3).tolist()}), <φ> = "
             f"{math.atan2(np.sin(out['phi'][-1]).mean(), np.cos(out['phi'][-1]).mean()):+.3f}, "
@@ -217,7 +233,15 @@ def main(argv: list[str] | None = None) -> None:
         psi=stack("psi"),
         positions=stack("positions"),
         walk=np.array([k for k, walk in enumerate(walks) for _ in walk["windows"]])[order],
+        cis_fraction=stack("cis_fraction"),
     )
+    n_cis = int((stack("cis_fraction") > 0).sum())
+    if n_cis:
+        print(
+            f"WARNING: {n_cis} windows hold frames with a cis peptide bond: their free energies are not those of "
+            "the trans molecule (see the module docstring)",
+            flush=True,
+        )
     meta = {
         "command": "python systems/alanine_dipeptide/umbrella.py " + shlex.join(cli_args),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -234,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         "psi_windows": a.psi_windows,
         "n_windows": n_windows,
         "seed": a.seed,
+        "windows_with_cis_peptide_bond": n_cis,
     }
     (a.out_dir / f"{stem}.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(json.dumps(meta, indent=2))

@@ -75,6 +75,50 @@ def test_missing_data_names_the_command(monkeypatch, tmp_path):
         ad.load_reference_free_energy("vacuum")
     with pytest.raises(FileNotFoundError, match=r"umbrella\.py --solvent obc2 --windows 60"):
         ad.umbrella_frames("obc2")
+    with pytest.raises(FileNotFoundError, match=r"metadynamics\.py --solvent obc2 --walkers 2"):
+        ad.metadynamics_frames("obc2")
+    with pytest.raises(ValueError, match="basin_source"):
+        ad.training_data({"data": {"solvent": "obc2", "basin_frames": 10, "basin_source": "replica"}})
+
+
+def test_metadynamics_frozen_bias_is_the_stored_bias(tmp_path, monkeypatch):
+    """A short run of ``metadynamics.py``: the bias V stored with each frame equals the energy of the saved bias
+    grid (rebuilt as an OpenMM tabulated function) at that frame, so frame ``j`` is sample ``(j+1)·every − 1`` and
+    the weights ``exp(V/kT)`` are those of the frozen bias; phase 1 did deposit Gaussians."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ad.HERE))  # the script imports generate_md from its folder
+    spec = importlib.util.spec_from_file_location("_metad", ad.HERE / "metadynamics.py")
+    metad = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(metad)
+    metad.main(
+        ["--walkers", "1", "--build-ns", "0.01", "--production-ns", "0.004", "--frame-ps", "1"]
+        + ["--grid", "36", "--height", "2", "--out-dir", str(tmp_path)]
+    )
+    with np.load(tmp_path / "metad_obc2.npz") as f:
+        bias, grid, frames = f["bias"][0], f["bias_grid"][0], f["positions"][0]
+        every = round(float(f["frame_ps"]) * 1000 / float(f["sample_fs"]))
+        assert f["build_cv"].shape == (1, 20, 2)
+    assert grid.shape == (36, 36) and grid.max() > 5.0  # 20 Gaussians of 2 kJ/mol deposited
+    assert frames.shape == (4, 22, 3) and bias.shape == (20,)
+    cv = openmm.CustomCVForce("table(cv0, cv1)")
+    for i, atoms in enumerate((ad.PHI_ATOMS, ad.PSI_ATOMS)):
+        torsion = openmm.CustomTorsionForce("theta")
+        torsion.addTorsion(*atoms, [])
+        cv.addCollectiveVariable(f"cv{i}", torsion)
+    cv.addTabulatedFunction(
+        "table", openmm.Continuous2DFunction(36, 36, grid.reshape(-1), -np.pi, np.pi, -np.pi, np.pi, True)
+    )
+    system = openmm.System()
+    for _ in range(22):
+        system.addParticle(1.0)
+    system.addForce(cv)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    energies = []
+    for x in frames:
+        context.setPositions(x.astype(np.float64))
+        energies.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    np.testing.assert_allclose(energies, bias[every - 1 :: every], rtol=1e-4, atol=1e-4)
 
 
 def test_generate_md_writes_positions_and_matching_forces(tmp_path):
@@ -153,6 +197,30 @@ def test_reference_free_energy_matches_data():
     assert prof["md_free_energy"].shape == prof["free_energy"].shape
 
 
+def test_umbrella_script_and_mbar_reference(tmp_path, monkeypatch):
+    """A tiny 1D umbrella run (6 windows) through ``reference.umbrella_reference``: MBAR weights of the frames are
+    normalised, ΔF is finite, each window's mean φ sits near its centre, and the cis check is recorded."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ad.HERE))
+    umbrella = importlib.import_module("umbrella")
+    reference = importlib.import_module("reference")
+    umbrella.main(
+        ["--windows", "6", "--kappa", "500", "--equilibrate-ps", "0.5", "--production-ps", "2", "--sample-fs", "20"]
+        + ["--frame-ps", "0.5", "--out-dir", str(tmp_path)]
+    )
+    with np.load(tmp_path / "umbrella_obc2.npz") as f:
+        assert f["cis_fraction"].shape == (6,) and (f["cis_fraction"] == 0).all()
+        phi, centers = f["phi"], f["centers"]
+    mean = np.arctan2(np.sin(phi).mean(1), np.cos(phi).mean(1))
+    assert np.abs(np.angle(np.exp(1j * (mean - centers)))).max() < 0.6
+    fake = type("AD", (), {"DATA_DIR": tmp_path, "BASIN_SPLIT": ad.BASIN_SPLIT})
+    r = reference.umbrella_reference(fake, "obc2", 12, 0.5, 5, 0, two_d=False)
+    assert np.isclose(np.exp(r["frame_log_weights"]).sum(), 1.0)
+    assert r["frame_log_weights"].shape == (6, 4)
+    assert np.isfinite(r["delta_f"]["sign"]["value"])
+
+
 @pytest.mark.skipif(not (ad.DATA_DIR / "umbrella_obc2.npz").exists(), reason="umbrella data not generated")
 def test_umbrella_reference_is_self_consistent():
     """The umbrella/MBAR reference: ΔF(φ>0 vs φ<0) equals -log of the profile's probability mass ratio, the
@@ -173,18 +241,67 @@ def test_umbrella_reference_is_self_consistent():
     assert dist.max() < 0.5, dist.max()
 
 
-@pytest.mark.skipif(not (ad.DATA_DIR / "umbrella_obc2.npz").exists(), reason="umbrella data not generated")
-def test_training_data_adds_boltzmann_weighted_basin_frames():
-    """``data.basin_frames`` appends that many αL/C7ax frames drawn from the umbrella frames by their MBAR weights:
-    all inside the basin, copies of umbrella frames, and their ψ histogram follows the weighted one."""
+@pytest.mark.skipif(not (ad.DATA_DIR / "metad_obc2.npz").exists(), reason="metadynamics data not generated")
+def test_metadynamics_reference_is_the_shipped_reference():
+    """The frozen-bias metadynamics reference: its walkers (independent biases and chains) agree within their
+    errors, each crosses between the φ basins many times, and ΔF equals -log of the profile's mass ratio."""
+    ref = ad.load_reference_free_energy("obc2")
+    assert "metadynamics" in ref["delta_f"]["method"]
+    m = ref["metadynamics"]
+    assert min(m["transitions_per_walker"]) >= 50
+    err = ref["delta_f_basin"]["error"]
+    assert 0 < err < 0.3
+    walkers = [w["basin"] for w in m["per_walker"]]
+    assert max(walkers) - min(walkers) < 4 * err * math.sqrt(len(walkers))
+    prof = ref["profile"]
+    p = np.exp(-prof["free_energy"]) * np.diff(prof["edges"])
+    c = prof["centers"]
+    assert ref["delta_f"]["value"] == pytest.approx(-math.log(p[c > 0].sum() / p[c < 0].sum()), abs=0.05)
+    # inside the main basin, where 50 ns of plain MD is converged, the two agree
+    f_md = prof["md_free_energy"]
+    core = f_md < 2.0
+    shift = np.average(prof["free_energy"][core] - f_md[core], weights=np.exp(-f_md[core]))
+    assert np.abs(prof["free_energy"][core] - f_md[core] - shift).max() < 0.5
+
+
+@pytest.mark.skipif(not (ad.DATA_DIR / "metad_obc2.npz").exists(), reason="metadynamics data not generated")
+def test_metadynamics_frames_reproduce_the_reference():
+    """The shipped frames: every one trans-trans (the 1D umbrella's φ > 0 walk was cis, see umbrella.py) and
+    L-alanine, and their weights reproduce the reference ΔF."""
+    frames, log_w = ad.metadynamics_frames("obc2")
+    assert frames.shape == (len(log_w), 22, 3) and np.isclose(np.exp(log_w).sum(), 1.0)
+    assert ad.all_trans(frames).all()
+    md_frames = ad.load_reference_data("obc2")["positions"][:100]
+    assert ad.all_trans(md_frames).all()
+    # chirality at CA: sign of the improper N-C-CA-CB, as in the MD data
+    import mdtraj
+
+    def improper(x):
+        return mdtraj.compute_dihedrals(mdtraj.Trajectory(x, ad.topology()), np.array([[6, 14, 8, 10]]))[:, 0]
+
+    assert (np.sign(improper(frames)) == np.sign(improper(md_frames)[0])).all()
+    phi, _ = ad.backbone_dihedrals(frames)
+    basin = (phi >= 0) & (phi < ad.BASIN_SPLIT)
+    ref = ad.load_reference_free_energy("obc2")["delta_f_basin"]
+    df = -math.log(np.exp(log_w[basin]).sum() / np.exp(log_w[~basin]).sum())
+    assert df == pytest.approx(ref["value"], abs=max(3 * ref["error"], 0.1))  # frames are a subsample
+
+
+@pytest.mark.parametrize("source", ["metadynamics", "umbrella"])
+def test_training_data_adds_boltzmann_weighted_basin_frames(source):
+    """``data.basin_frames`` appends that many αL/C7ax frames drawn from the enhanced-sampling frames by their
+    Boltzmann weights: all inside the basin, and their ψ statistics follow the weighted ones."""
+    stem = {"metadynamics": "metad", "umbrella": "umbrella"}[source]
+    if not (ad.DATA_DIR / f"{stem}_obc2.npz").exists():
+        pytest.skip(f"{source} data not generated")
     md = ad.load_reference_data("obc2")["positions"].reshape(-1, 66)
-    x = ad.training_data({"data": {"solvent": "obc2", "basin_frames": 4000}})
+    x = ad.training_data({"data": {"solvent": "obc2", "basin_frames": 4000, "basin_source": source}})
     assert x.shape == (len(md) + 4000, 66)
     np.testing.assert_array_equal(x[: len(md)], md)
     extra = x[len(md) :].reshape(-1, 22, 3)
     phi, psi = ad.backbone_dihedrals(extra)
     assert ((phi >= 0) & (phi < ad.BASIN_SPLIT)).all()
-    frames, log_w = ad.umbrella_frames("obc2")
+    frames, log_w = ad.BASIN_SOURCES[source]("obc2")
     assert np.isclose(np.exp(log_w).sum(), 1.0)
     uphi, upsi = ad.backbone_dihedrals(frames)
     basin = (uphi >= 0) & (uphi < ad.BASIN_SPLIT)
@@ -193,11 +310,14 @@ def test_training_data_adds_boltzmann_weighted_basin_frames():
     weighted = float((w * np.cos(upsi[basin])).sum())
     drawn = float(np.cos(psi).mean())
     assert drawn == pytest.approx(weighted, abs=float(4 * np.cos(psi).std() / math.sqrt(4000 / 4)))
-    # the Boltzmann weights put the basin at its reference population
-    ref = ad.load_reference_free_energy("obc2")["delta_f_basin"]["value"]
-    assert -math.log(np.exp(log_w[basin]).sum() / np.exp(log_w[~basin]).sum()) == pytest.approx(ref, abs=0.02)
+    # the Boltzmann weights put the basin at the population of that method's reference
+    ref = ad.load_reference_free_energy("obc2")
+    ref = ref["delta_f_basin"] if source == "metadynamics" else ref["umbrella"]["delta_f"]["basin"]
+    df = -math.log(np.exp(log_w[basin]).sum() / np.exp(log_w[~basin]).sum())
+    assert df == pytest.approx(ref["value"], abs=max(3 * ref["error"], 0.1))
 
 
+@pytest.mark.skipif(not (ad.DATA_DIR / "metad_obc2.npz").exists(), reason="metadynamics data not generated")
 def test_kl_target_lifts_only_the_alpha_l_basin():
     """``kl_target``: u − h on αL/C7ax frames (0 <= φ < 2.2), u elsewhere, with φ computed as mdtraj does."""
     from bgflow_sci.energies import Energy
@@ -210,7 +330,7 @@ def test_kl_target_lifts_only_the_alpha_l_basin():
     target = ad.kl_target({"train": {"kl_bias": 3.0}}, bg)
     md = ad.load_reference_data("obc2")["positions"][:200]
     phi, _ = ad.backbone_dihedrals(md)
-    frames, _ = ad.umbrella_frames("obc2")
+    frames, _ = ad.metadynamics_frames("obc2")
     uphi, _ = ad.backbone_dihedrals(frames)
     alpha_l = frames[(uphi > 0.5) & (uphi < 1.5)][:50]
     x = torch.as_tensor(np.concatenate([md, alpha_l]).reshape(-1, 66), dtype=torch.float64)
