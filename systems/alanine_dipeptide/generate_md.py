@@ -40,6 +40,16 @@ def _system_module():
     return module
 
 
+def add_md_arguments(parser, seed: int) -> None:
+    """The options every script of this folder shares: solvent, seed, Langevin settings and the output folder."""
+    parser.add_argument("--solvent", choices=("vacuum", "obc2"), default="obc2")
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--temperature", type=float, default=300.0, help="kelvin")
+    parser.add_argument("--timestep-fs", type=float, default=1.0)
+    parser.add_argument("--friction", type=float, default=1.0, help="1/ps")
+    parser.add_argument("--out-dir", type=Path, default=HERE.parents[1] / "data" / "alanine_dipeptide")
+
+
 def run_chain(args: dict) -> dict:
     """Run one chain; returns its timing.  Writes ``partial_<solvent>_chain<k>.npz`` every ``chunk`` frames."""
     import openmm as mm
@@ -116,18 +126,13 @@ def merge(solvent: str, out_dir: Path, n_chains: int, metadata: dict) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--solvent", choices=("vacuum", "obc2"), default="obc2")
+    add_md_arguments(parser, seed=1)
     parser.add_argument("--frames", type=int, default=50_000, help="total frames over all chains")
     parser.add_argument("--chains", type=int, default=2, help="independent chains, one process each")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--temperature", type=float, default=300.0, help="kelvin")
-    parser.add_argument("--timestep-fs", type=float, default=1.0)
-    parser.add_argument("--friction", type=float, default=1.0, help="1/ps")
     parser.add_argument("--interval-ps", type=float, default=1.0)
     parser.add_argument("--equilibrate-ps", type=float, default=100.0)
     parser.add_argument("--platform", default="Reference")
     parser.add_argument("--chunk", type=int, default=1000, help="frames between partial writes")
-    parser.add_argument("--out-dir", type=Path, default=HERE.parents[1] / "data" / "alanine_dipeptide")
     parser.add_argument("--merge-only", action="store_true", help="merge existing partial files and exit")
     parser.add_argument("--keep-partial", action="store_true")
     a = parser.parse_args(argv)

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from generate_md import _system_module  # same folder: the system module without importing torch
+from generate_md import _system_module, add_md_arguments  # same folder: the system module without importing torch
 
 HERE = Path(__file__).resolve().parent
 KB = 0.00831446261815324  # kJ/mol/K
@@ -131,7 +131,7 @@ def run_walker(args: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--solvent", choices=("vacuum", "obc2"), default="obc2")
+    add_md_arguments(parser, seed=7)
     parser.add_argument("--walkers", type=int, default=2, help="independent walkers, one process each")
     parser.add_argument("--build-ns", type=float, default=8.0, help="well-tempered metadynamics per walker")
     parser.add_argument("--production-ns", type=float, default=25.0, help="MD under the frozen bias per walker")
@@ -142,11 +142,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid", type=int, default=100, help="bias grid points per torsion")
     parser.add_argument("--sample-fs", type=float, default=200.0, help="φ, ψ and V stored every this many fs")
     parser.add_argument("--frame-ps", type=float, default=2.0, help="positions stored every this many ps")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--temperature", type=float, default=300.0)
-    parser.add_argument("--friction", type=float, default=1.0, help="1/ps")
-    parser.add_argument("--timestep-fs", type=float, default=1.0)
-    parser.add_argument("--out-dir", type=Path, default=HERE.parents[1] / "data" / "alanine_dipeptide")
     a = parser.parse_args(argv)
     if a.walkers < 1 or a.build_ns <= 0 or a.production_ns <= 0 or a.bias_factor <= 1:
         parser.error("need walkers >= 1, build-ns > 0, production-ns > 0 and bias-factor > 1")

@@ -141,32 +141,6 @@ def load_reference_free_energy(solvent: str = "obc2") -> dict[str, Any]:
 # --------------------------------------------------------------- hooks of `bgflow-sci train/sample/reweight`
 
 
-def umbrella_frames(solvent: str = "obc2") -> tuple[np.ndarray, np.ndarray]:
-    """Frames ``(n, 22, 3)`` nm of the umbrella windows behind the reference (``umbrella_<solvent>.npz``) and
-    their normalised Boltzmann log weights (MBAR over the windows, ``reference.py``): together a weighted sample
-    of the unbiased distribution that covers every φ basin, the rare αL/C7ax one included."""
-    path = DATA_DIR / f"umbrella_{_check_solvent(solvent)}.npz"
-    ref = DATA_DIR / f"reference_{solvent}.npz"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"umbrella data {path} not found; regenerate it with:\n    {CONFIG['umbrella'][solvent]['command']}"
-        )
-    with np.load(path) as f:
-        frames = f["positions"]
-    weights = None
-    if ref.exists():
-        with np.load(ref) as f:
-            weights = f["umbrella_frame_log_weights"] if "umbrella_frame_log_weights" in f.files else None
-    if weights is None:
-        raise FileNotFoundError(
-            f"{ref} holds no umbrella frame weights; compute them with:\n"
-            f"    python systems/alanine_dipeptide/reference.py --solvent {solvent}"
-        )
-    if weights.shape != frames.shape[:2]:
-        raise ValueError(f"{ref} weights {weights.shape} do not match the frames {frames.shape[:2]} of {path}")
-    return frames.reshape(-1, N_ATOMS, 3), weights.reshape(-1)
-
-
 def metadynamics_frames(solvent: str = "obc2") -> tuple[np.ndarray, np.ndarray]:
     """Frames ``(n, 22, 3)`` nm of MD under the frozen (φ, ψ) bias of ``metadynamics.py`` and their normalised
     Boltzmann log weights ``V(φ, ψ)/kT`` (exact: the bias is fixed and known): a weighted sample of the unbiased
@@ -185,29 +159,21 @@ def metadynamics_frames(solvent: str = "obc2") -> tuple[np.ndarray, np.ndarray]:
     return frames.reshape(-1, N_ATOMS, 3), log_w
 
 
-BASIN_SOURCES = {"metadynamics": metadynamics_frames, "umbrella": umbrella_frames}
-
-
 def training_data(config: dict[str, Any]) -> np.ndarray:
     """Training frames ``(frames, 66)`` nm: the reference MD of ``config["data"]["solvent"]`` plus, when
     ``data.basin_frames > 0``, that many frames of the αL/C7ax basin (``0 <= φ < BASIN_SPLIT``), which plain MD
-    never visits: drawn with replacement from the weighted enhanced-sampling frames of ``data.basin_source``
-    (``"metadynamics"``, as ``config.json`` sets it: :func:`metadynamics_frames`; or ``"umbrella"``, the default
-    of older configs: :func:`umbrella_frames`) in
-    proportion to their Boltzmann weights, so within the basin they follow the unbiased distribution.
+    never visits: drawn with replacement from the frozen-bias metadynamics frames (:func:`metadynamics_frames`)
+    in proportion to their Boltzmann weights, so within the basin they follow the unbiased distribution.
 
     The basin's share of the training set (``basin_frames / frames``) is a choice, not its Boltzmann population;
     importance weights with the exact energy remove that bias from every estimate.
     """
     data = config.get("data", {})
     solvent = data.get("solvent", CONFIG["solvent"])
-    source = data.get("basin_source", "umbrella")  # absent in configs written before metadynamics existed
-    if source not in BASIN_SOURCES:
-        raise ValueError(f"data.basin_source must be one of {sorted(BASIN_SOURCES)}, got {source!r}")
     x = load_reference_data(solvent)["positions"].reshape(-1, 3 * N_ATOMS)
     n_basin = int(data.get("basin_frames", 0))
     if n_basin > 0:
-        frames, log_w = BASIN_SOURCES[source](solvent)
+        frames, log_w = metadynamics_frames(solvent)
         phi, _ = backbone_dihedrals(frames)
         basin = (phi >= 0) & (phi < BASIN_SPLIT)
         p = np.exp(log_w[basin] - log_w[basin].max())

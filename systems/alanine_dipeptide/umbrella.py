@@ -56,7 +56,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from generate_md import _system_module  # same folder: the system module without importing torch
+from generate_md import _system_module, add_md_arguments  # same folder: the system module without importing torch
 
 HERE = Path(__file__).resolve().parent
 KB = 0.00831446261815324  # kJ/mol/K
@@ -153,7 +153,7 @@ def run_walk(args: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--solvent", choices=("vacuum", "obc2"), default="obc2")
+    add_md_arguments(parser, seed=3)
     parser.add_argument("--windows", type=int, default=60, help="window centres evenly spaced over the circle")
     parser.add_argument(
         "--psi-windows", type=int, default=0, help="> 0: also restrain ψ, on a windows × psi-windows grid"
@@ -163,11 +163,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--production-ps", type=float, default=150.0)
     parser.add_argument("--sample-fs", type=float, default=50.0, help="φ, ψ stored every this many fs")
     parser.add_argument("--frame-ps", type=float, default=1.0, help="positions stored every this many ps")
-    parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--temperature", type=float, default=300.0)
-    parser.add_argument("--friction", type=float, default=1.0, help="1/ps")
-    parser.add_argument("--timestep-fs", type=float, default=1.0)
-    parser.add_argument("--out-dir", type=Path, default=HERE.parents[1] / "data" / "alanine_dipeptide")
     a = parser.parse_args(argv)
     cli_args = sys.argv[1:] if argv is None else argv
 

@@ -73,12 +73,8 @@ def test_missing_data_names_the_command(monkeypatch, tmp_path):
         ad.load_reference_data("obc2")
     with pytest.raises(FileNotFoundError, match=r"reference\.py --solvent vacuum"):
         ad.load_reference_free_energy("vacuum")
-    with pytest.raises(FileNotFoundError, match=r"umbrella\.py --solvent obc2 --windows 60"):
-        ad.umbrella_frames("obc2")
     with pytest.raises(FileNotFoundError, match=r"metadynamics\.py --solvent obc2 --walkers 2"):
         ad.metadynamics_frames("obc2")
-    with pytest.raises(ValueError, match="basin_source"):
-        ad.training_data({"data": {"solvent": "obc2", "basin_frames": 10, "basin_source": "replica"}})
 
 
 def test_metadynamics_frozen_bias_is_the_stored_bias(tmp_path, monkeypatch):
@@ -221,26 +217,6 @@ def test_umbrella_script_and_mbar_reference(tmp_path, monkeypatch):
     assert np.isfinite(r["delta_f"]["sign"]["value"])
 
 
-@pytest.mark.skipif(not (ad.DATA_DIR / "umbrella_obc2.npz").exists(), reason="umbrella data not generated")
-def test_umbrella_reference_is_self_consistent():
-    """The umbrella/MBAR reference: ΔF(φ>0 vs φ<0) equals -log of the profile's probability mass ratio, the
-    windows cover the circle, and the main basin is where MD lives."""
-    ref = ad.load_reference_free_energy("obc2")
-    assert "umbrella" in ref["delta_f"]["method"] and 0 < ref["delta_f"]["error"] < 0.5
-    prof = ref["profile"]
-    p = np.exp(-prof["free_energy"]) * np.diff(prof["edges"])
-    assert np.isfinite(prof["free_energy"]).all()  # umbrella windows cover every φ bin
-    c = prof["centers"]
-    assert ref["delta_f"]["value"] == pytest.approx(-math.log(p[c > 0].sum() / p[c < 0].sum()), abs=0.05)
-    assert c[np.argmin(prof["free_energy"])] < 0  # global minimum in the β/αR half, as in MD
-    with np.load(ad.DATA_DIR / "umbrella_obc2.npz") as f:
-        phi, centers = f["phi"], f["centers"]
-    # each window samples around its centre (periodic distance of the mean below 0.5 rad)
-    mean = np.arctan2(np.sin(phi).mean(1), np.cos(phi).mean(1))
-    dist = np.abs(np.angle(np.exp(1j * (mean - centers))))
-    assert dist.max() < 0.5, dist.max()
-
-
 @pytest.mark.skipif(not (ad.DATA_DIR / "metad_obc2.npz").exists(), reason="metadynamics data not generated")
 def test_metadynamics_reference_is_the_shipped_reference():
     """The frozen-bias metadynamics reference: its walkers (independent biases and chains) agree within their
@@ -287,21 +263,18 @@ def test_metadynamics_frames_reproduce_the_reference():
     assert df == pytest.approx(ref["value"], abs=max(3 * ref["error"], 0.1))  # frames are a subsample
 
 
-@pytest.mark.parametrize("source", ["metadynamics", "umbrella"])
-def test_training_data_adds_boltzmann_weighted_basin_frames(source):
+@pytest.mark.skipif(not (ad.DATA_DIR / "metad_obc2.npz").exists(), reason="metadynamics data not generated")
+def test_training_data_adds_boltzmann_weighted_basin_frames():
     """``data.basin_frames`` appends that many αL/C7ax frames drawn from the enhanced-sampling frames by their
     Boltzmann weights: all inside the basin, and their ψ statistics follow the weighted ones."""
-    stem = {"metadynamics": "metad", "umbrella": "umbrella"}[source]
-    if not (ad.DATA_DIR / f"{stem}_obc2.npz").exists():
-        pytest.skip(f"{source} data not generated")
     md = ad.load_reference_data("obc2")["positions"].reshape(-1, 66)
-    x = ad.training_data({"data": {"solvent": "obc2", "basin_frames": 4000, "basin_source": source}})
+    x = ad.training_data({"data": {"solvent": "obc2", "basin_frames": 4000}})
     assert x.shape == (len(md) + 4000, 66)
     np.testing.assert_array_equal(x[: len(md)], md)
     extra = x[len(md) :].reshape(-1, 22, 3)
     phi, psi = ad.backbone_dihedrals(extra)
     assert ((phi >= 0) & (phi < ad.BASIN_SPLIT)).all()
-    frames, log_w = ad.BASIN_SOURCES[source]("obc2")
+    frames, log_w = ad.metadynamics_frames("obc2")
     assert np.isclose(np.exp(log_w).sum(), 1.0)
     uphi, upsi = ad.backbone_dihedrals(frames)
     basin = (uphi >= 0) & (uphi < ad.BASIN_SPLIT)
@@ -310,9 +283,8 @@ def test_training_data_adds_boltzmann_weighted_basin_frames(source):
     weighted = float((w * np.cos(upsi[basin])).sum())
     drawn = float(np.cos(psi).mean())
     assert drawn == pytest.approx(weighted, abs=float(4 * np.cos(psi).std() / math.sqrt(4000 / 4)))
-    # the Boltzmann weights put the basin at the population of that method's reference
-    ref = ad.load_reference_free_energy("obc2")
-    ref = ref["delta_f_basin"] if source == "metadynamics" else ref["umbrella"]["delta_f"]["basin"]
+    # the Boltzmann weights put the basin at the reference population
+    ref = ad.load_reference_free_energy("obc2")["delta_f_basin"]
     df = -math.log(np.exp(log_w[basin]).sum() / np.exp(log_w[~basin]).sum())
     assert df == pytest.approx(ref["value"], abs=max(3 * ref["error"], 0.1))
 
