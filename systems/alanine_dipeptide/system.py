@@ -209,7 +209,7 @@ def kl_target(config: dict[str, Any], bg):
     (width 0.1 rad) of the αL/C7ax basin ``0 <= φ < BASIN_SPLIT``.
 
     The flow is then trained towards a distribution in which the basin holds about ``p e^h / (1 - p + p e^h)`` of
-    the mass (``p`` its Boltzmann population, 0.37 %: h = 3.4 gives ≈ 10 %), so that each KL batch shapes the basin;
+    the mass (``p`` its Boltzmann population, 2.1 %: h = 2 gives ≈ 13 %), so that each KL batch shapes the basin;
     the importance weights still use the exact energy (``bg.target``).
     """
     import torch

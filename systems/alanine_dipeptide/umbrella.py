@@ -31,7 +31,7 @@ keep the overlap; the shipped reference uses the 1D windows.
 structure was minimised with the restraint centred at the parameter's default φ0 = 0, which pulled φ from π to 0;
 the walk's first window then sat at φ0 = 2.98, and the 3 rad jump of the centre (≈ 1,100 kJ/mol of restraint
 strain) flipped the amide bond, which MD never turns back. Its αL/C7ax basin was therefore the cis state, and its
-ΔF(basin) of 5.59 kT was 1.8 kT above that of the trans molecule (3.80 kT, ``metadynamics.py``). Fixed: the
+ΔF(basin) of 5.59 kT was 1.7 kT above that of the trans molecule (3.85 kT, ``metadynamics.py``). Fixed: the
 restraint is centred on the walk's first window before minimising, every window records the fraction of frames
 with a cis peptide bond (``cis_fraction``, ``system.all_trans``), and the script warns when any is non-zero.
 
