@@ -229,15 +229,10 @@ def metadynamics_reference(
     split = ad.BASIN_SPLIT
     with np.load(path) as f:
         phi_wn, bias_wn = f["phi"].astype(np.float64), f["bias"].astype(np.float64)
-        kt, sample_fs, frame_ps, n_frames = (
-            float(f["kT"]),
-            float(f["sample_fs"]),
-            float(f["frame_ps"]),
-            len(f["positions"][0]),
-        )
+        kt, sample_fs = float(f["kT"]), float(f["sample_fs"])
     meta = json.loads(path.with_suffix(".json").read_text())
     n_walkers, m = phi_wn.shape
-    log_w_wn = bias_wn / kt
+    log_w_wn = bias_wn / kt  # frame weights of the positions: system.metadynamics_frames
     shift = log_w_wn.max()
     edges = np.linspace(-math.pi, math.pi, bins + 1)
     # bins 0..bins-1 of φ for the profile; two extra labels for the ΔF regions are derived from φ directly
@@ -266,14 +261,12 @@ def metadynamics_reference(
     profile = profile - profile[np.isfinite(profile)].min()
     rng = np.random.default_rng(seed)
     picks = rng.integers(len(prof_blocks), size=(n_bootstrap, len(prof_blocks)))
-    np_errors = np.seterr(divide="ignore", invalid="ignore")  # replicates may leave a bin or region empty
-    rep_dfs, rep_prof = from_sums(prof_blocks[picks].sum(1), {k: v[picks].sum(1) for k, v in region_blocks.items()})
-    both = np.isfinite(rep_prof) & np.isfinite(profile)
-    p = np.where(both, np.exp(-profile), 0.0)
-    rep_prof = rep_prof - (p * np.where(both, rep_prof - profile, 0.0)).sum(-1, keepdims=True) / p.sum(
-        -1, keepdims=True
-    )
-    prof_err = np.sqrt(np.nanvar(np.where(both, rep_prof, np.nan), 0, ddof=1))
+    with np.errstate(divide="ignore", invalid="ignore"):  # replicates may leave a bin or region empty
+        rep_dfs, rep_prof = from_sums(prof_blocks[picks].sum(1), {k: v[picks].sum(1) for k, v in region_blocks.items()})
+        both = np.isfinite(rep_prof) & np.isfinite(profile)
+        p = np.where(both, np.exp(-profile), 0.0)
+        shift_rep = (p * np.where(both, rep_prof - profile, 0.0)).sum(-1, keepdims=True) / p.sum(-1, keepdims=True)
+        prof_err = np.sqrt(np.nanvar(np.where(both, rep_prof - shift_rep, np.nan), 0, ddof=1))
     per_walker = [
         {
             name: float(np.log(weights[(chain == k) & (v == 0)].sum()) - np.log(weights[(chain == k) & (v == 1)].sum()))
@@ -281,17 +274,12 @@ def metadynamics_reference(
         }
         for k in range(n_walkers)
     ]
-    np.seterr(**np_errors)
     # transitions between the cores of the two regions (with hysteresis), per walker
     transitions = []
     for k in range(n_walkers):
         state = np.where(phi_wn[k] < -core, 0, np.where((phi_wn[k] >= core) & (phi_wn[k] < split - core), 1, -1))
         visited = state[state >= 0]
         transitions.append(int((np.diff(visited) != 0).sum()))
-    # log weights of the stored position frames (every frame_every-th sample of each walker)
-    frame_every = round(frame_ps * 1000 / sample_fs)
-    frame_log_w = log_w_wn[:, frame_every - 1 :: frame_every][:, :n_frames]
-    frame_log_w = frame_log_w - np.logaddexp.reduce(frame_log_w.reshape(-1))
     definitions = {
         "sign": "F(phi > 0) - F(phi < 0), kT",
         "basin": f"F(0 <= phi < {split}) - F(rest): the alpha_L / C7ax basin against beta, C5, alpha_R "
@@ -316,7 +304,6 @@ def metadynamics_reference(
         "transition_cores": f"phi < -{core} vs {core} <= phi < {split - core}",
         "kish_ess_fraction": float(kish / len(weights)),
         "population_alpha_l_c7ax": float(1.0 / (1.0 + math.exp(dfs[1]))),
-        "frame_log_weights": frame_log_w,
         "profile": {
             "centers": 0.5 * (edges[1:] + edges[:-1]),
             "free_energy": profile,
