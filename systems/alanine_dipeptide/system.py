@@ -103,11 +103,16 @@ def backbone_dihedrals(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     ``phi`` is C(ACE)-N-CA-C and ``psi`` N-CA-C-N(NME), atoms ``PHI_ATOMS`` and ``PSI_ATOMS``.
     """
+    dihedrals = _dihedrals(positions, (PHI_ATOMS, PSI_ATOMS))
+    return dihedrals[:, 0], dihedrals[:, 1]
+
+
+def _dihedrals(positions: np.ndarray, quartets) -> np.ndarray:
+    """Dihedrals ``(frames, len(quartets))`` in radians (mdtraj) of positions ``(frames, 22, 3)`` nm."""
     import mdtraj
 
     traj = mdtraj.Trajectory(np.asarray(positions, dtype=np.float32).reshape(-1, N_ATOMS, 3), topology())
-    dihedrals = mdtraj.compute_dihedrals(traj, np.array([PHI_ATOMS, PSI_ATOMS]), periodic=False)
-    return dihedrals[:, 0], dihedrals[:, 1]
+    return mdtraj.compute_dihedrals(traj, np.array(quartets), periodic=False)
 
 
 def all_trans(positions: np.ndarray) -> np.ndarray:
@@ -116,11 +121,7 @@ def all_trans(positions: np.ndarray) -> np.ndarray:
     The cis ↔ trans isomerisation of an amide bond has a barrier of ~80 kJ/mol and never happens in plain MD
     at 300 K; a frame with a cis bond comes from a forced path (e.g. umbrella windows dragged around φ) and
     belongs to another, much less populated, state."""
-    import mdtraj
-
-    traj = mdtraj.Trajectory(np.asarray(positions, dtype=np.float32).reshape(-1, N_ATOMS, 3), topology())
-    omega = mdtraj.compute_dihedrals(traj, np.array(OMEGA_ATOMS), periodic=False)
-    return (np.abs(omega) > np.pi / 2).all(1)
+    return (np.abs(_dihedrals(positions, OMEGA_ATOMS)) > np.pi / 2).all(1)
 
 
 def load_reference_free_energy(solvent: str = "obc2") -> dict[str, Any]:
