@@ -46,6 +46,7 @@ def main() -> None:
         "samples": rw["samples"],
         "ess": rw["ess"],
         "delta_f": rw.get("delta_f"),
+        "state_calibration": results.get("state_calibration"),
         "config": {k: results["config"][k] for k in ("data", "model", "train") if k in results["config"]},
     }
     Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

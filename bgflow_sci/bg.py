@@ -25,7 +25,42 @@ class Samples(NamedTuple):
     log_weights: Tensor
 
 
-class BoltzmannGenerator(Distribution):
+class ImportanceSampler(Distribution):
+    """A proposal ``q`` with a target energy ``u`` (kT): draws samples with log importance weights
+    ``log w = -u(x) - log q(x)``.  Subclasses set ``dim`` and ``target`` and implement ``sample_with_log_prob``
+    (differentiable) and ``log_prob``; :class:`BoltzmannGenerator` and :class:`~bgflow_sci.state_mixture.StateMixture`
+    are the two kinds.
+    """
+
+    target: Energy | None
+
+    def sample(self, n: int, context: Tensor | None = None, batch_size: int | None = None) -> Samples:
+        """Draw ``n`` samples (no autograd graph) with their log importance weights, in chunks of ``batch_size``."""
+        if self.target is None:
+            raise ValueError("sample() returns importance weights and needs a target energy; use sample_with_log_prob")
+        batch_size = batch_size or n or 1
+        xs, lws = [], []
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                m = min(batch_size, n - start)
+                ctx = None if context is None else context[start : start + m]
+                x, log_q = self.sample_with_log_prob(m, ctx)
+                xs.append(x)
+                lws.append(self.log_weights(x, log_q))
+        if not xs:
+            ref = self._reference
+            return Samples(ref.new_zeros(0, self.dim), ref.new_zeros(0))
+        return Samples(torch.cat(xs), torch.cat(lws))
+
+    def log_weights(self, x: Tensor, log_q: Tensor) -> Tensor:
+        """``log w = -u(x) - log q(x)``; invalid samples (non-finite ``x``, ``u`` or ``log q``) get ``-inf``."""
+        if self.target is None:
+            raise ValueError("log_weights needs a target energy")
+        log_w = -self.target.energy(x) - log_q
+        return torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -torch.inf))
+
+
+class BoltzmannGenerator(ImportanceSampler):
     """A normalising flow ``flow`` pushing ``prior`` towards the Boltzmann density of ``target``.
 
     ``sample(n)`` returns :class:`Samples` (``x, log_w = bg.sample(n)``), drawn without a graph;
@@ -54,28 +89,3 @@ class BoltzmannGenerator(Distribution):
         check_batch(x, self.dim)
         z, logdet_inv = self.flow.inverse(x, context)
         return self.prior.log_prob(z, context) + logdet_inv
-
-    def sample(self, n: int, context: Tensor | None = None, batch_size: int | None = None) -> Samples:
-        """Draw ``n`` samples (no autograd graph) with their log importance weights, in chunks of ``batch_size``."""
-        if self.target is None:
-            raise ValueError("sample() returns importance weights and needs a target energy; use sample_with_log_prob")
-        batch_size = batch_size or n or 1
-        xs, lws = [], []
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                m = min(batch_size, n - start)
-                ctx = None if context is None else context[start : start + m]
-                x, log_q = self.sample_with_log_prob(m, ctx)
-                xs.append(x)
-                lws.append(self.log_weights(x, log_q))
-        if not xs:
-            ref = self.prior._reference
-            return Samples(ref.new_zeros(0, self.dim), ref.new_zeros(0))
-        return Samples(torch.cat(xs), torch.cat(lws))
-
-    def log_weights(self, x: Tensor, log_q: Tensor) -> Tensor:
-        """``log w = -u(x) - log q(x)``; invalid samples (non-finite ``x``, ``u`` or ``log q``) get ``-inf``."""
-        if self.target is None:
-            raise ValueError("log_weights needs a target energy")
-        log_w = -self.target.energy(x) - log_q
-        return torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -torch.inf))

@@ -19,9 +19,10 @@ topology has a bond graph (mdtraj).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .bg import BoltzmannGenerator
 from .distributions import Joint, Normal, UniformBox
@@ -35,7 +36,9 @@ from .flows import (
     RationalQuadraticSpline,
     Sequential,
 )
+from .flows.internal import dihedral
 from .flows.transformers import Domain
+from .state_mixture import StateMixture
 
 
 def coupling_masks(dim: int, n_layers: int) -> list[Tensor]:
@@ -79,6 +82,7 @@ def molecular_boltzmann_generator(
     center: int | None = None,
     seed: int = 0,
     tight_torsion_std: float = 0.3,
+    torsion_arc: tuple[Sequence[int], float, float] | None = None,
 ) -> BoltzmannGenerator:
     """Build the Boltzmann generator of a molecule from its ``mdtraj`` topology and Cartesian training data.
 
@@ -92,8 +96,18 @@ def molecular_boltzmann_generator(
             and that never stray more than 1.5 rad from their mean (improper-like and sibling-relative
             torsions, trans peptide bonds) are centred on their circular mean and modelled as standardised
             real coordinates; the others (rotors, φ, ψ) stay on the circle.
+        torsion_arc: ``(atoms, start, length)``: confine the Z-matrix torsion over ``atoms`` (four indices, either
+            direction) to the arc ``[start, start + length)`` (rad): the circle its spline works on is scaled by
+            ``length / 2π`` (a constant log-det) and rotated onto the arc, so every sample lies in it (the
+            components of a :class:`~bgflow_sci.state_mixture.StateMixture`, see :func:`molecular_state_mixture`).
     """
     ic = InternalCoordinates.from_mdtraj(topology, center)
+    arc = None
+    if torsion_arc is not None:
+        atoms, start, length = torsion_arc
+        if not 0 < float(length) <= 2 * math.pi:
+            raise ValueError(f"torsion_arc length must lie in (0, 2π], got {length}")
+        arc = (zmatrix_torsion(ic, atoms), float(start), float(length))
     if data.dim() != 2 or data.shape[1] != ic.cartesian_dim:
         raise ValueError(f"data must have shape (n_frames, {ic.cartesian_dim}), got {tuple(data.shape)}")
     if data.shape[0] < 2 or not torch.isfinite(data).all():
@@ -103,6 +117,9 @@ def molecular_boltzmann_generator(
     z = z.cpu()
     stats = internal_coordinate_statistics(ic, z, tight_torsion_std)
     tight, loose = stats["tight"], stats["loose"]
+    if arc is not None and arc[0] in tight:  # the arc torsion stays on the circle (its spline is squeezed)
+        tight.remove(arc[0])
+        loose = sorted(loose + [arc[0]])
     n_bond_angle = ic.dim - len(ic.torsion_indices)
     reals = list(range(n_bond_angle)) + tight
     n_real = len(reals)
@@ -112,6 +129,8 @@ def molecular_boltzmann_generator(
     log_scale = torch.zeros(ic.dim, dtype=data.dtype)
     shift[:n_bond_angle] = stats["mean"][:n_bond_angle]
     log_scale[reals] = torch.log(stats["std"][reals].clamp_min(1e-6))
+    if arc is not None:
+        log_scale[arc[0]] = math.log(arc[2] / (2 * math.pi))
     destandardize = ActNorm(ic.dim)
     with torch.no_grad():
         destandardize.shift.copy_(shift)
@@ -121,6 +140,8 @@ def molecular_boltzmann_generator(
     tail = [to_ic, destandardize]
     if tight:  # centred tight torsions -> their circular mean (wrapping keeps them valid torsions)
         tail.append(CircularShift(ic.dim, tight, Domain.circle(), learnable=False, shift=stats["mean"][tight]))
+    if arc is not None:  # [-length/2, length/2) -> [start, start + length), wrapped into (-π, π]
+        tail.append(CircularShift(ic.dim, [arc[0]], Domain.circle(), learnable=False, shift=arc[1] + arc[2] / 2))
 
     domains = [Domain.real()] * n_real + [Domain.circle()] * (ic.dim - n_real)
     spline = RationalQuadraticSpline(domains, n_bins, bound)
@@ -135,3 +156,77 @@ def molecular_boltzmann_generator(
     flow = Sequential(*layers, *tail, ic)
     prior = Joint(Normal(n_real), UniformBox(-math.pi, math.pi, dim=len(torsions))) if torsions else Normal(n_real)
     return BoltzmannGenerator(prior, flow, target)
+
+
+def zmatrix_torsion(ic: InternalCoordinates, atoms: Sequence[int]) -> int:
+    """Index (into the internal coordinates) of the Z-matrix torsion over ``atoms`` ``(i, j, k, l)`` or reversed."""
+    atoms = tuple(int(a) for a in atoms)
+    rows = [tuple(r) for r in ic.zmatrix.rows]
+    for r, row in enumerate(rows):
+        if row in (atoms, atoms[::-1]):
+            return int(ic.torsion_indices[r])
+    raise ValueError(f"torsion {atoms} is not a torsion of the Z-matrix; its torsions are {rows}")
+
+
+class TorsionArcs(nn.Module):
+    """State index of flat Cartesian configurations ``(batch, 3 n_atoms)`` by the arc holding one torsion.
+
+    ``boundaries`` ``b_0 < ... < b_{K-1}`` (rad, within one turn) cut the circle into the arcs
+    ``[b_k, b_{k+1})`` and the wrapping ``[b_{K-1}, b_0 + 2π)``: state ``k`` is the arc that starts at ``b_k``.
+    """
+
+    def __init__(self, atoms: Sequence[int], boundaries: Sequence[float]):
+        super().__init__()
+        b = torch.as_tensor(list(boundaries), dtype=torch.float64)
+        if len(atoms) != 4 or b.ndim != 1 or len(b) < 1 or (b.diff() <= 0).any() or b[-1] - b[0] >= 2 * math.pi:
+            raise ValueError(f"need four atoms and increasing boundaries within one turn, got {atoms}, {b.tolist()}")
+        self.atoms = tuple(int(a) for a in atoms)
+        self.register_buffer("boundaries", b)
+
+    def arcs(self) -> list[tuple[float, float]]:
+        """``(start, length)`` of each state's arc."""
+        b = self.boundaries.tolist()
+        ends = b[1:] + [b[0] + 2 * math.pi]
+        return [(lo, hi - lo) for lo, hi in zip(b, ends)]
+
+    def torsion(self, x: Tensor) -> Tensor:
+        p = x.reshape(x.shape[0], -1, 3)
+        return dihedral(*(p[:, a] for a in self.atoms))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = self.boundaries.to(x)
+        t = torch.remainder(self.torsion(x) - b[0], 2 * math.pi) + b[0]  # in [b_0, b_0 + 2π)
+        return (torch.searchsorted(b, t.contiguous(), right=True) - 1).clamp_min(0)
+
+
+def molecular_state_mixture(
+    topology,
+    target: Energy | None,
+    data: Tensor,
+    torsion: Sequence[int],
+    boundaries: Sequence[float],
+    **kwargs,
+) -> StateMixture:
+    """One :func:`molecular_boltzmann_generator` per arc of a Z-matrix torsion (a :class:`StateMixture`).
+
+    ``torsion`` (four atom indices, a torsion of the Z-matrix) and ``boundaries`` define the states as in
+    :class:`TorsionArcs`; component ``k`` is built from the frames of ``data`` in state ``k`` with its torsion
+    confined to that arc (``torsion_arc``). Put the boundaries on free-energy barriers, where the density is
+    low. ``kwargs`` go to every component. The weights start at the states' shares of ``data``; set them with
+    :meth:`StateMixture.calibrate` after training.
+    """
+    assign = TorsionArcs(torsion, boundaries)
+    state = assign(data)
+    components, shares = [], []
+    for k, (start, length) in enumerate(assign.arcs()):
+        frames = data[state == k]
+        if len(frames) < 2:
+            raise ValueError(
+                f"state {k} (torsion {tuple(torsion)} in [{start:.3f}, {start + length:.3f}) rad) holds "
+                f"{len(frames)} of {len(data)} frames; each state needs training frames"
+            )
+        components.append(
+            molecular_boltzmann_generator(topology, target, frames, torsion_arc=(torsion, start, length), **kwargs)
+        )
+        shares.append(len(frames) / len(data))
+    return StateMixture(components, assign, shares, target)

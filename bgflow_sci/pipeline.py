@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from . import reweighting as rw
+from .state_mixture import StateMixture
 from .systems import find_system, load_system
 from .training import ml_then_kl
 
@@ -56,6 +57,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "max_frames": None,
     "seed": 0,
     "kl_bias": 0.0,  # kT; > 0: reverse KL against the system's kl_target(config, bg) (a biased training target)
+    # a StateMixture generator: per-state overrides of these settings (a list of dicts, one per state), the
+    # samples per state that estimate the state weights afterwards, and their rule (StateMixture.calibrate)
+    "states": None,
+    "calibration_samples": 20_000,
+    "state_weights": "ess",
 }
 EVALUATE_DEFAULTS: dict[str, Any] = {"samples": 100_000, "batch_size": 10_000, "bins": 36, "n_bootstrap": 200}
 
@@ -148,15 +154,73 @@ def train(
     t = config["train"]
     torch.manual_seed(t["seed"])
     bg, x_train, x_test = _build(module, config, device, dtype)
-    (out / "metrics.jsonl").unlink(missing_ok=True)
     kl_target = None
     if t["kl_bias"]:
         if not hasattr(module, "kl_target"):
             raise ValueError(f"train.kl_bias needs the hook kl_target(config, bg) in {module.__file__}")
         kl_target = module.kl_target(config, bg)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    if isinstance(bg, StateMixture):  # one generator per state, each on its own frames; then the state weights
+        settings = t["states"] or [{}] * bg.n_states
+        if len(settings) != bg.n_states:
+            raise ValueError(f"train.states needs one dict per state ({bg.n_states}), got {len(settings)}")
+        for extra in settings:
+            if set(extra) - set(TRAIN_DEFAULTS):
+                raise ValueError(f"unknown settings {sorted(set(extra) - set(TRAIN_DEFAULTS))} in train.states")
+        trainers = [
+            _fit(
+                component,
+                frames,
+                merge_config(t, {"seed": t["seed"] + k}, settings[k]),
+                kl_target,
+                out / f"metrics_state{k}.jsonl",
+                progress,
+            )
+            for k, (component, frames) in enumerate(zip(bg.components, bg.split(x_train)))
+        ]
+        calibration = bg.calibrate(t["calibration_samples"], rule=t["state_weights"])
+    else:
+        trainers, calibration = [_fit(bg, x_train, t, kl_target, out / "metrics.jsonl", progress)], None
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    bg.eval()
+    with torch.no_grad():
+        nll = float(-bg.log_prob(x_test).mean())
+    torch.save(
+        {"system": str(find_system(system)), "config": config, "dtype": str(dtype), "state_dict": bg.state_dict()},
+        out / "model.pt",
+    )
+    for k, trainer in enumerate(trainers):
+        plot_metrics(trainer.history, out / ("training.png" if len(trainers) == 1 else f"training_state{k}.png"))
+    results = {
+        "system": str(system),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {device}",
+        "train_frames": len(x_train),
+        "heldout_frames": len(x_test),
+        "steps": sum(tr.step for tr in trainers),
+        "skipped_steps": sum(tr.n_skipped for tr in trainers),
+        "train_wall_s": round(wall, 1),
+        "train_cpu_s": round(cpu, 1),
+        "heldout_nll": nll,
+        **({"state_calibration": calibration} if calibration else {}),
+        "config": config,
+    }
+    (out / "train.json").write_text(json.dumps(results, indent=2) + "\n")
+    if evaluate:
+        ev = config["evaluate"]  # the model in memory is the one just saved: no reload from model.pt
+        path = _write_samples(module, bg, ev["samples"], out / "samples.npz", out / "model.pt", ev["batch_size"])
+        results["reweighting"] = reweight(path, out)
+        (out / "train.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _fit(bg, data: torch.Tensor, t: dict[str, Any], kl_target, log_path: Path, progress: bool):
+    """Run :func:`ml_then_kl` with the ``train`` settings ``t`` on ``bg``; returns the trainer."""
+    log_path.unlink(missing_ok=True)
     trainer = ml_then_kl(
         bg,
-        x_train,
+        data,
         t["ml_steps"],
         t["kl_steps"],
         batch_size=t["batch_size"],
@@ -168,43 +232,13 @@ def train(
         final_lr_factor=t["final_lr_factor"],
         weight_decay=t["weight_decay"],
         kl_target=kl_target,
-        log_path=out / "metrics.jsonl",
+        log_path=log_path,
         log_every=10,
         seed=t["seed"],
         progress=progress,
     )
-    wall0, cpu0 = time.perf_counter(), time.process_time()
     trainer.train(t["ml_steps"] + t["kl_steps"])
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    bg.eval()
-    with torch.no_grad():
-        nll = float(-bg.log_prob(x_test).mean())
-    torch.save(
-        {"system": str(find_system(system)), "config": config, "dtype": str(dtype), "state_dict": bg.state_dict()},
-        out / "model.pt",
-    )
-    plot_metrics(trainer.history, out / "training.png")
-    results = {
-        "system": str(system),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, device {device}",
-        "train_frames": len(x_train),
-        "heldout_frames": len(x_test),
-        "steps": trainer.step,
-        "skipped_steps": trainer.n_skipped,
-        "train_wall_s": round(wall, 1),
-        "train_cpu_s": round(cpu, 1),
-        "heldout_nll": nll,
-        "config": config,
-    }
-    (out / "train.json").write_text(json.dumps(results, indent=2) + "\n")
-    if evaluate:
-        ev = config["evaluate"]  # the model in memory is the one just saved: no reload from model.pt
-        path = _write_samples(module, bg, ev["samples"], out / "samples.npz", out / "model.pt", ev["batch_size"])
-        results["reweighting"] = reweight(path, out)
-        (out / "train.json").write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return trainer
 
 
 def load_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu"):

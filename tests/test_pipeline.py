@@ -27,6 +27,10 @@ QUICK = [
     "evaluate.samples=500",
     "--set",
     "evaluate.n_bootstrap=10",
+    "--set",
+    "train.states=null",  # both states take the settings above (the shipped per-state budgets are long)
+    "--set",
+    "train.calibration_samples=500",
 ]
 
 
@@ -55,13 +59,30 @@ def trained(tmp_path_factory):
 
 def test_train_writes_model_results_and_plots(trained):
     results = json.loads((trained / "train.json").read_text())
-    assert results["steps"] == 25 and results["train_frames"] + results["heldout_frames"] == 2000
+    # the shipped config is a two-state mixture: 25 steps per state, then weights from 500 samples per state
+    assert results["steps"] == 50 and results["train_frames"] + results["heldout_frames"] == 2000
     assert np.isfinite(results["heldout_nll"])
+    calibration = results["state_calibration"]
+    assert sum(calibration["weights"]) == pytest.approx(1.0) and sum(calibration["population"]) == pytest.approx(1.0)
     rw = json.loads((trained / "results.json").read_text())
     assert rw["samples"] == 500 and 0 < rw["ess"] <= 1
     assert set(rw["delta_f"]) == {"phi_sign", "phi_basin"}
-    for name in ("training.png", "free_energy_phi.png", "map_phi_psi.png", "samples.dcd"):
+    for name in ("training_state0.png", "training_state1.png", "free_energy_phi.png", "map_phi_psi.png", "samples.dcd"):
         assert (trained / name).stat().st_size > 1000, name
+    _, _, bg = load_model(trained / "model.pt")  # the calibrated state weights travel with the checkpoint
+    np.testing.assert_allclose(bg.weights.numpy(), calibration["weights"], rtol=1e-6)
+
+
+def test_single_generator_config(tmp_path):
+    """``model.states = null`` trains one flow over all states (the generic path of every system folder)."""
+    from bgflow_sci import BoltzmannGenerator
+    from bgflow_sci.pipeline import train
+
+    quick = parse_overrides([item for item in QUICK if item != "--set"] + ["model.states=null"])
+    results = train("alanine_dipeptide", tmp_path, overrides=quick, progress=False, evaluate=False)
+    assert results["steps"] == 25 and "state_calibration" not in results and np.isfinite(results["heldout_nll"])
+    assert (tmp_path / "training.png").is_file()
+    assert isinstance(load_model(tmp_path / "model.pt")[2], BoltzmannGenerator)
 
 
 def test_sampled_log_weights_are_exact_and_trajectory_matches(trained, tmp_path):

@@ -9,7 +9,11 @@ the rest:
 
 1. internal coordinates from the bond graph (bonds, angles, torsions; siblings relative to each other),
 2. a flow of circular spline couplings on the rotor torsions and Gaussian-like real coordinates for the rest,
-3. maximum likelihood on MD frames, then reverse KL against the batched torch force field (kT),
+   one per metastable state: the shipped config cuts the torsion C(ACE)-N-CA-CB (φ + 2.06 rad) on the barriers
+   at φ ≈ 0 and φ ≈ 2.2, so the rare αL/C7ax basin (2 % of the Boltzmann mass) has its own flow and a fixed
+   weight in the mixture (``bgflow_sci.state_mixture.StateMixture``: exact density, one flow per sample),
+3. maximum likelihood on MD frames, then reverse KL against the batched torch force field (kT), state by state,
+   then the state weights from each flow's estimate of its state's partition function,
 4. importance weights with the exact energy: ESS, ΔF between the φ basins, the φ profile, a Ramachandran map,
 5. flow-enhanced MD: OpenMM Langevin dynamics with flow proposals accepted by the exact energy (unbiased), which
    crosses between the φ basins that plain MD does not leave in tens of nanoseconds.
@@ -38,7 +42,7 @@ def main(quick: bool = False, out: str = "tutorial_out/alanine_dipeptide") -> di
     print(f"{system.getNumParticles()} atoms; forces: {[type(f).__name__ for f in system.getForces()]}")
     md = ad.load_reference_data("obc2")
     phi, _ = ad.backbone_dihedrals(md["positions"])
-    in_basin = (phi >= 0) & (phi < ad.BASIN_SPLIT)
+    in_basin = ad.in_alpha_l_basin(phi)
     print(f"reference MD: {len(phi)} frames; fraction in the αL/C7ax basin (0 <= φ < 2.2): {in_basin.mean():.2e}")
     reference = ad.reference_free_energies()
     if reference:
@@ -48,7 +52,7 @@ def main(quick: bool = False, out: str = "tutorial_out/alanine_dipeptide") -> di
     # 2.-4. Train and reweight. The quick mode is a smoke test: a tiny flow, a few hundred steps.
     overrides = (
         {
-            "train": {"ml_steps": 150, "kl_steps": 30, "max_frames": 5000},
+            "train": {"ml_steps": 150, "kl_steps": 30, "max_frames": 5000, "states": None, "calibration_samples": 2000},
             "model": {"n_layers": 4, "hidden": [32]},
             "evaluate": {"samples": 5000, "n_bootstrap": 20},
         }
@@ -57,8 +61,10 @@ def main(quick: bool = False, out: str = "tutorial_out/alanine_dipeptide") -> di
     )
     results = train("alanine_dipeptide", out_dir, overrides=overrides, progress=not quick)
 
-    # The trained model is an ordinary BoltzmannGenerator: sample it, weigh the samples, look at one molecule.
+    # The trained model is a StateMixture of two BoltzmannGenerators, used like one: sample it, weigh the
+    # samples, look at one molecule.
     _, _, bg = load_model(out_dir / "model.pt")
+    print("state weights (β/C5/αR, αL/C7ax):", bg.weights.numpy().round(4))
     samples = bg.sample(8)
     print("log weights of 8 fresh samples:", samples.log_weights.numpy().round(1))
     with torch.no_grad():
@@ -87,7 +93,7 @@ def main(quick: bool = False, out: str = "tutorial_out/alanine_dipeptide") -> di
         "delta_f": rw.get("delta_f", {}),
         "train_cpu_s": results["train_cpu_s"],
         "enhanced_md": md_report,
-        "figures": [str(out_dir / n) for n in ("map_phi_psi.png", "free_energy_phi.png", "training.png")],
+        "figures": [str(out_dir / n) for n in ("map_phi_psi.png", "free_energy_phi.png", "training_state0.png")],
     }
     print(json.dumps(summary, indent=2))
     return summary

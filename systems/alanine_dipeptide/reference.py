@@ -72,23 +72,26 @@ def block_bootstrap_delta_f(positive: np.ndarray, chain: np.ndarray, block: int,
     return float(bootstrap_std(delta)), len(counts)
 
 
+def profile_error(replicates: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Standard deviation over bootstrap replicates ``(R, bins)`` of a free-energy profile (defined up to a
+    constant), each replicate first shifted onto ``reference`` by its ``exp(-reference)``-weighted mean
+    difference over the bins finite in both; bins empty in a replicate drop out (``nan`` if < 2 remain)."""
+    replicates, reference = np.asarray(replicates, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # replicates may leave a bin empty
+        both = np.isfinite(replicates) & np.isfinite(reference)
+        p = np.where(both, np.exp(-reference), 0.0)
+        shift = (p * np.where(both, replicates - reference, 0.0)).sum(-1, keepdims=True) / p.sum(-1, keepdims=True)
+        aligned = np.where(both, replicates - shift, np.nan)
+        enough = both.sum(0) >= 2
+        return np.where(enough, np.sqrt(np.nanvar(np.where(enough, aligned, 0.0), 0, ddof=1)), np.nan)
+
+
 def block_bootstrap_profile(index, chain, n_bins, log_width, f_ref, block, n_bootstrap, seed) -> np.ndarray:
-    """Block-bootstrap error of the profile; replicates aligned to ``f_ref`` by the probability-weighted shift."""
+    """Block-bootstrap error of the profile (:func:`profile_error` of the replicates)."""
     counts = torch.as_tensor(block_counts(index, chain, n_bins, block), dtype=torch.float64)
     gen = torch.Generator().manual_seed(seed)
-    f_ref = torch.as_tensor(f_ref)
-    populated = torch.isfinite(f_ref)
-    p = torch.where(populated, torch.exp(-f_ref), torch.zeros_like(f_ref))
-    p = p / p.sum()
-
-    def aligned(r):
-        f_rep = torch.as_tensor(log_width) - torch.log(counts[r].sum(1))
-        both = torch.isfinite(f_rep) & populated
-        pw = torch.where(both, p.expand_as(f_rep), torch.zeros_like(f_rep))
-        diff = torch.where(both, f_rep - f_ref, torch.zeros_like(f_rep))
-        return f_rep - (pw * diff).sum(-1, keepdim=True) / pw.sum(-1, keepdim=True)
-
-    return bootstrap_std(bootstrap(aligned, len(counts), n_bootstrap, gen)).numpy()
+    reps = bootstrap(lambda r: torch.as_tensor(log_width) - torch.log(counts[r].sum(1)), len(counts), n_bootstrap, gen)
+    return profile_error(reps.numpy(), f_ref)
 
 
 def umbrella_reference(
@@ -146,7 +149,7 @@ def umbrella_reference(
     edges = torch.linspace(-math.pi, math.pi, bins + 1, dtype=torch.float64)
     regions = {
         "sign": (phi_t < 0, phi_t > 0),
-        "basin": ((phi_t < 0) | (phi_t >= split), (phi_t >= 0) & (phi_t < split)),
+        "basin": (~ad.in_alpha_l_basin(phi_t), ad.in_alpha_l_basin(phi_t)),
     }
 
     def estimates(lw: Tensor, index: Tensor) -> tuple[list[float], Tensor]:
@@ -167,12 +170,11 @@ def umbrella_reference(
         _, lw_bins = solve(index, initial=f_k, tol=1e-8)
         d_r, p_r = estimates(lw_bins[fine_t[index]], index)
         rep_df.append(d_r)
-        both = torch.isfinite(p_r) & torch.isfinite(profile)
-        p = torch.where(both, torch.exp(-profile), torch.zeros_like(profile))
-        shift = (p * torch.where(both, p_r - profile, torch.zeros_like(p_r))).sum() / p.sum()
-        rep_prof.append(p_r - shift)
+        rep_prof.append(p_r)
     rep_df_t = torch.tensor(rep_df, dtype=torch.float64).reshape(-1, len(regions))
-    prof_err = torch.stack(rep_prof).std(0) if rep_prof else torch.full_like(profile, math.nan)
+    prof_err = torch.as_tensor(
+        profile_error(torch.stack(rep_prof).numpy(), profile.numpy()) if rep_prof else np.full(len(profile), np.nan)
+    )
     # log weights of the stored position frames (the frames are every `frame_every`-th φ/ψ sample of a window)
     frame_every = m // frames.shape[1]
     frame_cv = cv.reshape(n_windows, m, -1)[:, frame_every - 1 :: frame_every].reshape(-1, cv.shape[1])
@@ -242,7 +244,7 @@ def metadynamics_reference(
     phi = phi_wn.reshape(-1)
     region_masks = {
         "sign": (phi > 0).astype(np.int64),
-        "basin": ((phi >= 0) & (phi < split)).astype(np.int64),
+        "basin": ad.in_alpha_l_basin(phi).astype(np.int64),
     }
     block = max(1, round(block_ps * 1000 / sample_fs))
     log_width = np.log(np.diff(edges))
@@ -263,10 +265,7 @@ def metadynamics_reference(
     picks = rng.integers(len(prof_blocks), size=(n_bootstrap, len(prof_blocks)))
     with np.errstate(divide="ignore", invalid="ignore"):  # replicates may leave a bin or region empty
         rep_dfs, rep_prof = from_sums(prof_blocks[picks].sum(1), {k: v[picks].sum(1) for k, v in region_blocks.items()})
-        both = np.isfinite(rep_prof) & np.isfinite(profile)
-        p = np.where(both, np.exp(-profile), 0.0)
-        shift_rep = (p * np.where(both, rep_prof - profile, 0.0)).sum(-1, keepdims=True) / p.sum(-1, keepdims=True)
-        prof_err = np.sqrt(np.nanvar(np.where(both, rep_prof - shift_rep, np.nan), 0, ddof=1))
+    prof_err = profile_error(rep_prof, profile)
     per_walker = [
         {
             name: float(np.log(weights[(chain == k) & (v == 0)].sum()) - np.log(weights[(chain == k) & (v == 1)].sum()))
@@ -340,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
     log_width = np.log(np.diff(edges))
     f_raw = prof.free_energy.numpy()
     block = max(1, round(a.block_ps / interval))
-    profile_error = block_bootstrap_profile(index, chain, a.bins, log_width, f_raw, block, a.n_bootstrap, a.seed)
+    md_profile_error = block_bootstrap_profile(index, chain, a.bins, log_width, f_raw, block, a.n_bootstrap, a.seed)
 
     positive = phi > 0
     iid = free_energy_difference(None, ~torch.as_tensor(positive), torch.as_tensor(positive), 200, gen)
@@ -425,7 +424,7 @@ def main(argv: list[str] | None = None) -> dict:
         + " ".join(sys.argv[1:] if argv is None else argv),
     }
     ad.DATA_DIR.joinpath(f"reference_{a.solvent}.json").write_text(json.dumps(result, indent=2) + "\n")
-    main_profile = primary["profile"] if primary else {"free_energy": f_raw, "error": profile_error}
+    main_profile = primary["profile"] if primary else {"free_energy": f_raw, "error": md_profile_error}
     np.savez(
         ad.DATA_DIR / f"reference_{a.solvent}.npz",
         centers=prof.centers.numpy(),
@@ -438,7 +437,7 @@ def main(argv: list[str] | None = None) -> dict:
             else {}
         ),
         md_free_energy=f_raw,
-        md_error=profile_error,
+        md_error=md_profile_error,
         md_iid_error=prof.error.numpy(),
         md_counts=prof.counts.numpy(),
         **({"umbrella_frame_log_weights": umbrella["frame_log_weights"]} if umbrella else {}),

@@ -27,6 +27,12 @@ OMEGA_ATOMS = ((1, 4, 6, 8), (8, 14, 16, 18))  # CH3-C(ACE)-N-CA and CA-C-N-C(NM
 BASIN_SPLIT = 2.2  # rad: αL/C7ax basin is 0 <= φ < 2.2; the β basin wraps past φ = π
 
 
+def in_alpha_l_basin(phi):
+    """The αL/C7ax basin ``0 <= φ < BASIN_SPLIT`` (bool, elementwise on a numpy array or tensor of φ in rad);
+    its complement is the β/C5/αR basin, which wraps past φ = π."""
+    return (phi >= 0) & (phi < BASIN_SPLIT)
+
+
 def _check_solvent(solvent: str) -> str:
     if solvent not in SOLVENTS:
         raise ValueError(f"solvent must be one of {SOLVENTS}, got {solvent!r}")
@@ -176,7 +182,7 @@ def training_data(config: dict[str, Any]) -> np.ndarray:
     if n_basin > 0:
         frames, log_w = metadynamics_frames(solvent)
         phi, _ = backbone_dihedrals(frames)
-        basin = (phi >= 0) & (phi < BASIN_SPLIT)
+        basin = in_alpha_l_basin(phi)
         p = np.exp(log_w[basin] - log_w[basin].max())
         pick = np.random.default_rng(int(data.get("seed", 0))).choice(basin.sum(), size=n_basin, p=p / p.sum())
         x = np.concatenate([x, frames[basin][np.sort(pick)].reshape(-1, 3 * N_ATOMS)])
@@ -185,24 +191,32 @@ def training_data(config: dict[str, Any]) -> np.ndarray:
 
 def make_boltzmann_generator(config: dict[str, Any], data):
     """Internal-coordinate spline-flow Boltzmann generator (``bgflow_sci.molecular``) with the batched torch
-    force field of the OpenMM system as target (kT at ``TEMPERATURE``)."""
+    force field of the OpenMM system as target (kT at ``TEMPERATURE``).
+
+    With ``model.states = {"torsion": [i, j, k, l], "boundaries": [...]}`` it is a
+    :class:`~bgflow_sci.state_mixture.StateMixture`: one generator per arc of that Z-matrix torsion
+    (``molecular_state_mixture``). The shipped config cuts C(ACE)-N-CA-CB (atoms 4, 6, 8, 9; it is φ + 2.06 rad,
+    ±0.08, the offset fixed by the tetrahedral CA) at φ ≈ 0 and φ ≈ BASIN_SPLIT, both free-energy barriers
+    (≥ 11 kT above the β basin): one generator for β/C5/αR, one for the αL/C7ax basin.
+    """
     from bgflow_sci.energies import TorchForceField
-    from bgflow_sci.molecular import molecular_boltzmann_generator
+    from bgflow_sci.molecular import molecular_boltzmann_generator, molecular_state_mixture
 
     model = config.get("model", {})
     solvent = config.get("data", {}).get("solvent", CONFIG["solvent"])
     target = TorchForceField.from_openmm(build_openmm_system(solvent)[1], TEMPERATURE)
-    return molecular_boltzmann_generator(
-        topology(),
-        target,
-        data,
-        n_layers=model.get("n_layers", 8),
-        n_bins=model.get("n_bins", 8),
-        hidden=tuple(model.get("hidden", (128, 128))),
-        bound=model.get("bound", 5.0),
-        tight_torsion_std=model.get("tight_torsion_std", 0.3),
-        seed=config.get("train", {}).get("seed", 0),
-    )
+    kwargs = {
+        "n_layers": model.get("n_layers", 8),
+        "n_bins": model.get("n_bins", 8),
+        "hidden": tuple(model.get("hidden", (128, 128))),
+        "bound": model.get("bound", 5.0),
+        "tight_torsion_std": model.get("tight_torsion_std", 0.3),
+        "seed": config.get("train", {}).get("seed", 0),
+    }
+    states = model.get("states")
+    if states:
+        return molecular_state_mixture(topology(), target, data, states["torsion"], states["boundaries"], **kwargs)
+    return molecular_boltzmann_generator(topology(), target, data, **kwargs)
 
 
 def kl_target(config: dict[str, Any], bg):
@@ -238,7 +252,7 @@ def free_energy_regions(cvs: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarra
     """``ΔF = F_B - F_A`` regions: ``phi_sign`` (φ < 0 vs φ > 0, as the issue defines it) and ``phi_basin``
     (β/C5/αR vs the αL/C7ax basin ``0 <= φ < BASIN_SPLIT``; the β basin wraps past φ = π)."""
     phi = cvs["phi"]
-    basin = (phi >= 0) & (phi < BASIN_SPLIT)
+    basin = in_alpha_l_basin(phi)
     return {"phi_sign": (phi < 0, phi > 0), "phi_basin": (~basin, basin)}
 
 

@@ -210,7 +210,11 @@ def test_umbrella_script_and_mbar_reference(tmp_path, monkeypatch):
         phi, centers = f["phi"], f["centers"]
     mean = np.arctan2(np.sin(phi).mean(1), np.cos(phi).mean(1))
     assert np.abs(np.angle(np.exp(1j * (mean - centers)))).max() < 0.6
-    fake = type("AD", (), {"DATA_DIR": tmp_path, "BASIN_SPLIT": ad.BASIN_SPLIT})
+    fake = type(
+        "AD",
+        (),
+        {"DATA_DIR": tmp_path, "BASIN_SPLIT": ad.BASIN_SPLIT, "in_alpha_l_basin": staticmethod(ad.in_alpha_l_basin)},
+    )
     r = reference.umbrella_reference(fake, "obc2", 12, 0.5, 5, 0, two_d=False)
     assert np.isclose(np.exp(r["frame_log_weights"]).sum(), 1.0)
     assert r["frame_log_weights"].shape == (6, 4)
@@ -257,7 +261,7 @@ def test_metadynamics_frames_reproduce_the_reference():
 
     assert (np.sign(improper(frames)) == np.sign(improper(md_frames)[0])).all()
     phi, _ = ad.backbone_dihedrals(frames)
-    basin = (phi >= 0) & (phi < ad.BASIN_SPLIT)
+    basin = ad.in_alpha_l_basin(phi)
     ref = ad.load_reference_free_energy("obc2")["delta_f_basin"]
     df = -math.log(np.exp(log_w[basin]).sum() / np.exp(log_w[~basin]).sum())
     assert df == pytest.approx(ref["value"], abs=max(3 * ref["error"], 0.1))  # frames are a subsample
@@ -273,11 +277,11 @@ def test_training_data_adds_boltzmann_weighted_basin_frames():
     np.testing.assert_array_equal(x[: len(md)], md)
     extra = x[len(md) :].reshape(-1, 22, 3)
     phi, psi = ad.backbone_dihedrals(extra)
-    assert ((phi >= 0) & (phi < ad.BASIN_SPLIT)).all()
+    assert ad.in_alpha_l_basin(phi).all()
     frames, log_w = ad.metadynamics_frames("obc2")
     assert np.isclose(np.exp(log_w).sum(), 1.0)
     uphi, upsi = ad.backbone_dihedrals(frames)
-    basin = (uphi >= 0) & (uphi < ad.BASIN_SPLIT)
+    basin = ad.in_alpha_l_basin(uphi)
     w = np.exp(log_w[basin]) / np.exp(log_w[basin]).sum()
     # the weighted ψ mean of the basin frames, reproduced by the draw within its sampling error
     weighted = float((w * np.cos(upsi[basin])).sum())
@@ -310,3 +314,48 @@ def test_kl_target_lifts_only_the_alpha_l_basin():
     far = (np.abs(phi) > 0.5) & (np.abs(phi - ad.BASIN_SPLIT) > 0.5)  # MD frames away from the basin's edges
     np.testing.assert_allclose(u[:200][far], 0.0, atol=5e-3)  # sigmoid tails: 3 e^{-5} at 0.5 rad
     np.testing.assert_allclose(u[200:], -3.0, atol=0.03)
+
+
+def test_state_mixture_of_the_shipped_config_covers_each_basin_exactly():
+    """The shipped config's generator: one flow per arc of C(ACE)-N-CA-CB (φ + 2.06 rad), cut on the barriers at
+    φ ≈ 0 and φ ≈ BASIN_SPLIT. Each component's samples stay in its state, the density is consistent, and the
+    states separate the αL/C7ax basin from the rest for every training frame."""
+    from bgflow_sci.state_mixture import StateMixture
+
+    config = json.loads(json.dumps(ad.CONFIG))
+    config["model"].update(n_layers=2, hidden=[16])
+    data = torch.as_tensor(ad.training_data(config)[::10], dtype=torch.float64)
+    bg = ad.make_boltzmann_generator(config, data).double()
+    assert isinstance(bg, StateMixture) and bg.n_states == 2
+    state = bg.assign(data).numpy()
+    phi, _ = ad.backbone_dihedrals(data.numpy())
+    np.testing.assert_array_equal(state == 1, ad.in_alpha_l_basin(phi))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for k, component in enumerate(bg.components):
+            x, log_q = component.sample_with_log_prob(2000)
+            assert (bg.assign(x) == k).all()
+            torch.testing.assert_close(bg.log_prob(x), log_q + bg.log_pi[k], atol=1e-8, rtol=1e-10)
+        assert torch.isfinite(bg.log_prob(data)).all()
+
+
+def test_torsion_arc_and_state_mixture_errors():
+    from bgflow_sci.molecular import TorsionArcs, molecular_boltzmann_generator, molecular_state_mixture
+
+    data = torch.as_tensor(ad.load_reference_data("obc2")["positions"][:200].reshape(200, -1), dtype=torch.float64)
+    with pytest.raises(ValueError, match="not a torsion of the Z-matrix"):
+        molecular_boltzmann_generator(ad.topology(), None, data, torsion_arc=((4, 6, 8, 14), 0.0, 1.0))
+    with pytest.raises(ValueError, match="length"):
+        molecular_boltzmann_generator(ad.topology(), None, data, torsion_arc=((4, 6, 8, 9), 0.0, 7.0))
+    with pytest.raises(ValueError, match="state 1 .* holds 0 of 200 frames"):
+        molecular_state_mixture(ad.topology(), None, data, (4, 6, 8, 9), [-2.02, 2.06], n_layers=2, hidden=(8,))
+    with pytest.raises(ValueError, match="increasing boundaries"):
+        TorsionArcs((4, 6, 8, 9), [1.0, 0.5])
+    # states of known torsions, wrapping included: arcs [-2, 1) and [1, 4.28)
+    arcs = TorsionArcs((0, 1, 2, 3), [-2.0, 1.0])
+    t = torch.tensor([0.5, -0.5, 1.5, -1.5, 2.5, -2.5, -1.99, -2.01, 3.1, -3.1], dtype=torch.float64)
+    p = torch.zeros(len(t), 4, 3, dtype=torch.float64)
+    p[:, 0, 0], p[:, 2, 1] = 1.0, 1.0  # atom 0 on x, atom 1 at the origin, atom 2 on y, atom 3 turned by t about y
+    p[:, 3, 0], p[:, 3, 1], p[:, 3, 2] = torch.cos(t), 1.0, -torch.sin(t)
+    torch.testing.assert_close(arcs.torsion(p.reshape(len(t), -1)), t)
+    assert arcs(p.reshape(len(t), -1)).tolist() == [0, 0, 1, 0, 1, 1, 0, 1, 1, 1]
