@@ -15,8 +15,12 @@ and optionally
   "free_energy", "error"}}}`` to compare against;
 * ``write_trajectory(x, path) -> Path`` to write samples in a format MD tools read (e.g. mdtraj DCD).
 
-Training is :func:`~bgflow_sci.training.ml_then_kl` (maximum likelihood, then reverse KL with an ML anchor);
-reweighting uses :mod:`bgflow_sci.reweighting`. Every step writes into one output folder: ``model.pt`` (config +
+Training is :func:`~bgflow_sci.training.ml_then_kl` (maximum likelihood, then reverse KL with an ML anchor). If
+the generator is a :class:`~bgflow_sci.state_mixture.StateMixture` (one flow per metastable state), each component
+is trained on the frames of its state (settings overridable per state with ``train.states``, a list of dicts),
+then :meth:`~bgflow_sci.state_mixture.StateMixture.calibrate` sets the state weights (``train.calibration_samples``
+per state, ``train.state_weights`` rule); its metrics go to ``metrics_state<k>.jsonl`` and ``training_state<k>.png``.
+Reweighting uses :mod:`bgflow_sci.reweighting`. Every step writes into one output folder: ``model.pt`` (config +
 weights), ``metrics.jsonl``, ``training.png``, ``samples.npz`` (+ trajectory and ``weights.npy``),
 ``results.json`` and the plots.
 """

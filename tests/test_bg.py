@@ -108,6 +108,8 @@ def test_reverse_kl_reports_the_batch_ess_and_the_trainer_logs_it(tmp_path):
     history = trainer.train(7)
     assert all("kl/ess" not in r for r in history[:3])
     assert all(0.0 < r["kl/ess"] <= 1.0 for r in history[3:])
+    ml_only = ml_then_kl(bg, m + s * torch.randn(1000, 2), 5, 0, batch_size=64, progress=False)  # no KL phase
+    assert len(ml_only.train(5)) == 5 and all(r.get("loss/kl") is None for r in ml_only.history)
 
 
 def test_biased_energy_and_reverse_kl_against_it():

@@ -36,10 +36,9 @@ def ml_then_kl(
     losses = {"ml": MaximumLikelihood(bg, data, batch_size)}
     if kl_steps > 0:
         losses["kl"] = ReverseKL(bg, kl_batch_size or batch_size, energy_cutoff=energy_cutoff, target=kl_target)
-    weights = {
-        "ml": lambda step: 1.0 if step < ml_steps else ml_anchor,
-        "kl": lambda step: 0.0 if step < ml_steps else 1.0,
-    }
+    weights = {"ml": lambda step: 1.0 if step < ml_steps else ml_anchor}
+    if kl_steps > 0:
+        weights["kl"] = lambda step: 0.0 if step < ml_steps else 1.0
     return Trainer(
         bg, losses=losses, weights=weights, lr=lr, total_steps=ml_steps + kl_steps, schedule=schedule, **trainer_kwargs
     )

@@ -14,6 +14,11 @@ X-H bonds is not stable).  The Reference platform is the fastest for 22 atoms.  
 frames in chunks to ``partial_<solvent>_chain<k>.npz`` so that a killed run leaves usable data; at the end
 the chains are concatenated into ``md_<solvent>.npz`` (positions float32, forces float16, compressed) with
 ``md_<solvent>.json`` metadata, and the partial files are removed.  ``--merge-only`` merges existing partials.
+
+``--start basin`` starts chain k from the k-th most probable αL/C7ax frame of the metadynamics data instead of the
+PDB structure and writes ``md_<solvent>_basin.npz``: plain MD inside the rare basin, which lives about 1 ns, so
+many short chains (the shipped file: ``--start basin --frames 12000 --chains 16 --equilibrate-ps 20 --seed 3``).
+Chains run in ``min(chains, cpu_count)`` processes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import datetime
 import importlib.util
 import json
 import multiprocessing as mp
+import os
 import shlex
 import sys
 import time
@@ -58,6 +64,10 @@ def run_chain(args: dict) -> dict:
     ad = _system_module()
     _, system, positions = ad.build_openmm_system(args["solvent"])
     seed, k = args["seed"], args["chain"]
+    if args["start"] == "basin":  # chain k starts from the k-th most probable αL/C7ax frame of the metadynamics data
+        frames, log_w = ad.metadynamics_frames(args["solvent"])
+        basin = np.flatnonzero(ad.in_alpha_l_basin(ad.backbone_dihedrals(frames)[0]))
+        positions = frames[basin[np.argsort(-log_w[basin])[k]]].astype(np.float64)
     dt = args["timestep_fs"] * unit.femtosecond
     integrator = mm.LangevinMiddleIntegrator(args["temperature"] * unit.kelvin, args["friction"] / unit.picosecond, dt)
     integrator.setRandomNumberSeed(seed)
@@ -101,14 +111,14 @@ def run_chain(args: dict) -> dict:
     return {"chain": k, "seed": seed, "wall_s": wall, "steps_per_s": n * steps_per_frame / wall}
 
 
-def merge(solvent: str, out_dir: Path, n_chains: int, metadata: dict) -> Path:
-    """Concatenate the chains' partial files into ``md_<solvent>.npz`` and write ``md_<solvent>.json``."""
-    parts = [np.load(out_dir / f"partial_{solvent}_chain{k}.npz") for k in range(n_chains)]
+def merge(name: str, out_dir: Path, n_chains: int, metadata: dict) -> Path:
+    """Concatenate the chains' partial files into ``<name>.npz`` and write ``<name>.json``."""
+    parts = [np.load(out_dir / f"partial_{name}_chain{k}.npz") for k in range(n_chains)]
     cat = {key: np.concatenate([p[key] for p in parts]) for key in ("positions", "forces", "potential_energy")}
     lengths = [len(p["positions"]) for p in parts]
     chain = np.concatenate([np.full(m, k, np.int8) for k, m in enumerate(lengths)])
     time_ps = np.concatenate([np.arange(1, m + 1) * metadata["interval_ps"] for m in lengths]).astype(np.float32)
-    path = out_dir / f"md_{solvent}.npz"
+    path = out_dir / f"{name}.npz"
     np.savez_compressed(
         path,
         positions=cat["positions"].astype(np.float32),
@@ -120,7 +130,7 @@ def merge(solvent: str, out_dir: Path, n_chains: int, metadata: dict) -> Path:
     metadata = dict(
         metadata, frames=int(sum(lengths)), frames_per_chain=lengths, file=path.name, file_bytes=path.stat().st_size
     )
-    (out_dir / f"md_{solvent}.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    (out_dir / f"{name}.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return path
 
 
@@ -135,7 +145,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=1000, help="frames between partial writes")
     parser.add_argument("--merge-only", action="store_true", help="merge existing partial files and exit")
     parser.add_argument("--keep-partial", action="store_true")
+    parser.add_argument(
+        "--start",
+        choices=("pdb", "basin"),
+        default="pdb",
+        help="pdb: the PDB structure (β region), written to md_<solvent>.npz; basin: the αL/C7ax basin (the "
+        "most probable metadynamics frames there), written to md_<solvent>_basin.npz",
+    )
     a = parser.parse_args(argv)
+    name = f"md_{a.solvent}" + ("_basin" if a.start == "basin" else "")
     cli_args = sys.argv[1:] if argv is None else argv
 
     import openmm
@@ -154,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
             equilibrate_ps=a.equilibrate_ps,
             platform=a.platform,
             chunk=a.chunk,
-            partial=str(a.out_dir / f"partial_{a.solvent}_chain{k}.npz"),
+            start=a.start,
+            partial=str(a.out_dir / f"partial_{name}_chain{k}.npz"),
         )
         for k, m in enumerate(per_chain)
     ]
@@ -171,6 +190,10 @@ def main(argv: list[str] | None = None) -> None:
         "friction_per_ps": a.friction,
         "interval_ps": a.interval_ps,
         "equilibrate_ps": a.equilibrate_ps,
+        "start": "PDB structure"
+        if a.start == "pdb"
+        else "αL/C7ax basin: chain k from the k-th most probable "
+        "frame there of the frozen-bias metadynamics data (metad_<solvent>.npz)",
         "minimised": True,
         "platform": a.platform,
         "openmm_version": openmm.__version__,
@@ -187,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.chains == 1:
             timings = [run_chain(jobs[0])]
         else:
-            with mp.get_context("spawn").Pool(a.chains) as pool:
+            with mp.get_context("spawn").Pool(min(a.chains, os.cpu_count() or 1)) as pool:
                 timings = pool.map(run_chain, jobs)
         metadata.update(
             date=datetime.datetime.now().isoformat(timespec="seconds"),
@@ -199,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             date=datetime.datetime.now().isoformat(timespec="seconds"),
             status="merge of partial files (--merge-only): the chains may have been unfinished",
         )
-    path = merge(a.solvent, a.out_dir, a.chains, metadata)
+    path = merge(name, a.out_dir, a.chains, metadata)
     if not a.keep_partial:
         for j in jobs:
             Path(j["partial"]).unlink()

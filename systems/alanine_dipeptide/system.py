@@ -167,17 +167,30 @@ def metadynamics_frames(solvent: str = "obc2") -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_data(config: dict[str, Any]) -> np.ndarray:
-    """Training frames ``(frames, 66)`` nm: the reference MD of ``config["data"]["solvent"]`` plus, when
-    ``data.basin_frames > 0``, that many frames of the αL/C7ax basin (``0 <= φ < BASIN_SPLIT``), which plain MD
-    never visits: drawn with replacement from the frozen-bias metadynamics frames (:func:`metadynamics_frames`)
-    in proportion to their Boltzmann weights, so within the basin they follow the unbiased distribution.
+    """Training frames ``(frames, 66)`` nm: the reference MD of ``config["data"]["solvent"]`` (β/C5/αR; plain MD
+    never leaves it) plus frames of the αL/C7ax basin (``in_alpha_l_basin``) from
 
-    The basin's share of the training set (``basin_frames / frames``) is a choice, not its Boltzmann population;
-    importance weights with the exact energy remove that bias from every estimate.
+    * ``data.basin_md``: the in-basin frames of ``md_<solvent>_basin.npz``, plain MD started in the basin
+      (``generate_md.py --start basin``; many short chains, since the basin's lifetime is about 1 ns), and/or
+    * ``data.basin_frames > 0``: that many frames drawn with replacement from the frozen-bias metadynamics frames
+      (:func:`metadynamics_frames`) in proportion to their Boltzmann weights (duplicates: a flow trained long on
+      them alone overfits).
+
+    The basin's share of the training set is a choice, not its Boltzmann population; importance weights with the
+    exact energy remove that bias from every estimate (and a StateMixture trains each state on its own frames).
     """
     data = config.get("data", {})
     solvent = data.get("solvent", CONFIG["solvent"])
-    x = load_reference_data(solvent)["positions"].reshape(-1, 3 * N_ATOMS)
+    parts = [load_reference_data(solvent)["positions"].reshape(-1, 3 * N_ATOMS)]
+    if data.get("basin_md"):
+        path = DATA_DIR / f"md_{solvent}_basin.npz"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"basin MD data {path} not found; regenerate it with:\n    {CONFIG['md_basin'][solvent]['command']}"
+            )
+        with np.load(path) as f:
+            frames = f["positions"]
+        parts.append(frames[in_alpha_l_basin(backbone_dihedrals(frames)[0])].reshape(-1, 3 * N_ATOMS))
     n_basin = int(data.get("basin_frames", 0))
     if n_basin > 0:
         frames, log_w = metadynamics_frames(solvent)
@@ -185,8 +198,8 @@ def training_data(config: dict[str, Any]) -> np.ndarray:
         basin = in_alpha_l_basin(phi)
         p = np.exp(log_w[basin] - log_w[basin].max())
         pick = np.random.default_rng(int(data.get("seed", 0))).choice(basin.sum(), size=n_basin, p=p / p.sum())
-        x = np.concatenate([x, frames[basin][np.sort(pick)].reshape(-1, 3 * N_ATOMS)])
-    return x
+        parts.append(frames[basin][np.sort(pick)].reshape(-1, 3 * N_ATOMS))
+    return np.concatenate(parts)
 
 
 def make_boltzmann_generator(config: dict[str, Any], data):

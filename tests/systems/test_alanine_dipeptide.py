@@ -153,6 +153,28 @@ def test_generate_md_writes_positions_and_matching_forces(tmp_path):
         assert e == pytest.approx(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), abs=0.05)
 
 
+@pytest.mark.skipif(not (ad.DATA_DIR / "metad_obc2.npz").exists(), reason="metadynamics data not generated")
+def test_generate_md_from_the_basin(tmp_path):
+    """``--start basin``: chains start from the most probable αL/C7ax metadynamics frames (one each) and write
+    ``md_<solvent>_basin.npz``; a few fs later they are still in the basin."""
+    import subprocess
+    import sys
+
+    script = SYSTEMS_DIR / "alanine_dipeptide" / "generate_md.py"
+    args = ["--start", "basin", "--frames", "4", "--chains", "2", "--interval-ps", "0.01", "--equilibrate-ps", "0.01"]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args, "--out-dir", str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((tmp_path / "md_obc2_basin.json").read_text())
+    assert meta["frames"] == 4 and "αL/C7ax" in meta["start"] and "--start basin" in meta["command"]
+    with np.load(tmp_path / "md_obc2_basin.npz") as f:
+        pos, chain = f["positions"], f["chain"]
+    phi, _ = ad.backbone_dihedrals(pos)
+    assert ad.in_alpha_l_basin(phi).all() and ad.all_trans(pos).all() and set(chain.tolist()) == {0, 1}
+    assert not np.allclose(pos[chain == 0][0], pos[chain == 1][0], atol=0.05)  # two different starting frames
+
+
 @pytest.mark.skipif(not ad.md_file("obc2").exists(), reason="reference MD data not generated yet")
 def test_shipped_reference_data():
     meta = json.loads(ad.md_file("obc2").with_suffix(".json").read_text())
