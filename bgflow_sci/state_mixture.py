@@ -20,6 +20,7 @@ component that fits its state worse gets more samples.  ``rule="ess"`` uses this
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -141,6 +142,13 @@ class StateMixture(ImportanceSampler):
                 raise RuntimeError("a component produced no sample of finite weight: it cannot be calibrated")
             log_z.append(float(log_mean_exp(log_w)))
             fractions.append(ess(log_w))
+            if fractions[-1] * n < 100:
+                warnings.warn(
+                    f"state {len(log_z) - 1}: Kish ESS {fractions[-1]:.2%} of {n} samples; its log Z is unreliable "
+                    "(likely underestimated: the flow misses part of its state) and so are the state weights",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         lz = torch.tensor(log_z, dtype=torch.float64)
         log_pop = lz - torch.logsumexp(lz, 0)
         log_w = log_pop - 0.5 * torch.log(torch.tensor(fractions, dtype=torch.float64)) if rule == "ess" else log_pop

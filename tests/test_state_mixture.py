@@ -114,3 +114,17 @@ def test_bad_input_raises():
         bad.log_prob(torch.zeros(3, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match="one dim"):
         StateMixture([mix.components[0], BoltzmannGenerator(UniformBox(0.0, 1.0, dim=3), ActNorm(3))], lambda x: x)
+
+
+def test_calibration_warns_when_a_component_misses_its_state():
+    """A component whose proposal barely overlaps its state (here: a box far wider than the well) has a tiny ESS;
+    its log Z estimate is then unreliable, and calibrate says so."""
+    torch.manual_seed(4)
+    target = DoubleWell2D().double()
+    wide = BoltzmannGenerator(
+        UniformBox(torch.tensor([0.0, -300.0]), torch.tensor([3.0, 300.0])), identity_flow(), target
+    )
+    mix = StateMixture([mixture().components[0], wide.double()], lambda x: (x[:, 0] >= 0).long()).double()
+    with pytest.warns(RuntimeWarning, match="state 1: Kish ESS"):
+        report = mix.calibrate(2000)
+    assert report["ess"][1] * 2000 < 100 <= report["ess"][0] * 2000
