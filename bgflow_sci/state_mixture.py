@@ -147,7 +147,7 @@ class StateMixture(ImportanceSampler):
                     f"state {len(log_z) - 1}: Kish ESS {fractions[-1]:.2%} of {n} samples; its log Z is unreliable "
                     "(likely underestimated: the flow misses part of its state) and so are the state weights",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=3,  # the caller of calibrate (no_grad's wrapper is one frame)
                 )
         lz = torch.tensor(log_z, dtype=torch.float64)
         log_pop = lz - torch.logsumexp(lz, 0)
