@@ -107,9 +107,11 @@ def _system_config(module, config_path: str | os.PathLike | None, overrides: dic
             raise AttributeError(f"system module {module.__file__} lacks {hook}(); see systems/README.md")
     user = json.loads(Path(config_path).read_text()) if config_path else {}
     config = merge_config({"train": TRAIN_DEFAULTS, "evaluate": EVALUATE_DEFAULTS}, module.CONFIG, user, overrides)
-    unknown = set(config["train"]) - set(TRAIN_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown train settings {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}")
+    per_state = config["train"]["states"] or []  # per-state overrides of the same settings
+    for where, settings in [("train", config["train"]), *(("train.states", s) for s in per_state)]:
+        unknown = set(settings) - set(TRAIN_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown {where} settings {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}")
     return config
 
 
@@ -168,9 +170,6 @@ def train(
         settings = t["states"] or [{}] * bg.n_states
         if len(settings) != bg.n_states:
             raise ValueError(f"train.states needs one dict per state ({bg.n_states}), got {len(settings)}")
-        for extra in settings:
-            if set(extra) - set(TRAIN_DEFAULTS):
-                raise ValueError(f"unknown settings {sorted(set(extra) - set(TRAIN_DEFAULTS))} in train.states")
         trainers = [
             _fit(
                 component,

@@ -121,6 +121,8 @@ def test_missing_checkpoint_and_unknown_setting_fail_clearly(tmp_path):
 
     with pytest.raises(ValueError, match="unknown train settings"):
         train("alanine_dipeptide", tmp_path, overrides={"train": {"mlsteps": 3}}, progress=False)
+    with pytest.raises(ValueError, match=r"unknown train.states settings \['klsteps'\]"):
+        train("alanine_dipeptide", tmp_path, overrides={"train": {"states": [{}, {"klsteps": 3}]}}, progress=False)
 
 
 def test_tutorial_alanine_dipeptide_quick(tmp_path):

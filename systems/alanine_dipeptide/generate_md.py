@@ -64,10 +64,8 @@ def run_chain(args: dict) -> dict:
     ad = _system_module()
     _, system, positions = ad.build_openmm_system(args["solvent"])
     seed, k = args["seed"], args["chain"]
-    if args["start"] == "basin":  # chain k starts from the k-th most probable αL/C7ax frame of the metadynamics data
-        frames, log_w = ad.metadynamics_frames(args["solvent"])
-        basin = np.flatnonzero(ad.in_alpha_l_basin(ad.backbone_dihedrals(frames)[0]))
-        positions = frames[basin[np.argsort(-log_w[basin])[k]]].astype(np.float64)
+    if args["positions"] is not None:  # a given start (--start basin) instead of the PDB structure
+        positions = args["positions"]
     dt = args["timestep_fs"] * unit.femtosecond
     integrator = mm.LangevinMiddleIntegrator(args["temperature"] * unit.kelvin, args["friction"] / unit.picosecond, dt)
     integrator.setRandomNumberSeed(seed)
@@ -109,6 +107,14 @@ def run_chain(args: dict) -> dict:
             )
     wall = time.perf_counter() - start
     return {"chain": k, "seed": seed, "wall_s": wall, "steps_per_s": n * steps_per_frame / wall}
+
+
+def basin_starts(ad, solvent: str, n: int) -> list[np.ndarray]:
+    """Starting positions ``(22, 3)`` nm of ``n`` chains in the αL/C7ax basin: the ``n`` most probable basin frames
+    of the frozen-bias metadynamics data (largest exact weight exp(V/kT)), one per chain."""
+    frames, log_w = ad.metadynamics_frames(solvent)
+    basin = np.flatnonzero(ad.in_alpha_l_basin(ad.backbone_dihedrals(frames)[0]))
+    return [frames[i].astype(np.float64) for i in basin[np.argsort(-log_w[basin])[:n]]]
 
 
 def merge(name: str, out_dir: Path, n_chains: int, metadata: dict) -> Path:
@@ -153,12 +159,14 @@ def main(argv: list[str] | None = None) -> None:
         "most probable metadynamics frames there), written to md_<solvent>_basin.npz",
     )
     a = parser.parse_args(argv)
-    name = f"md_{a.solvent}" + ("_basin" if a.start == "basin" else "")
+    ad = _system_module()
+    name = ad.md_file(a.solvent, basin=a.start == "basin").stem
     cli_args = sys.argv[1:] if argv is None else argv
 
     import openmm
 
     per_chain = [a.frames // a.chains + (k < a.frames % a.chains) for k in range(a.chains)]
+    starts = basin_starts(ad, a.solvent, a.chains) if a.start == "basin" else [None] * a.chains
     jobs = [
         dict(
             solvent=a.solvent,
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
             equilibrate_ps=a.equilibrate_ps,
             platform=a.platform,
             chunk=a.chunk,
-            start=a.start,
+            positions=starts[k],
             partial=str(a.out_dir / f"partial_{name}_chain{k}.npz"),
         )
         for k, m in enumerate(per_chain)

@@ -64,14 +64,22 @@ def openmm_energy(solvent: str = "obc2", **kwargs: Any):
     return OpenMMEnergy(build_openmm_system(solvent)[1], TEMPERATURE, **kwargs)
 
 
-def md_file(solvent: str) -> Path:
-    """Path of the shipped reference MD data (``.npz``) for ``solvent``."""
-    return DATA_DIR / f"md_{_check_solvent(solvent)}.npz"
+def md_file(solvent: str, basin: bool = False) -> Path:
+    """Path of the shipped reference MD data (``.npz``) for ``solvent``; with ``basin``, of the MD started in the
+    αL/C7ax basin (``generate_md.py --start basin``)."""
+    return DATA_DIR / f"md_{_check_solvent(solvent)}{'_basin' if basin else ''}.npz"
 
 
-def regenerate_command(solvent: str) -> str:
-    """The exact command that regenerates the reference MD data of ``solvent``."""
-    return CONFIG["md"][_check_solvent(solvent)]["command"]
+def regenerate_command(solvent: str, basin: bool = False) -> str:
+    """The exact command that regenerates :func:`md_file` ``(solvent, basin)``."""
+    return CONFIG["md_basin" if basin else "md"][_check_solvent(solvent)]["command"]
+
+
+def _existing(path: Path, what: str, command: str) -> Path:
+    """``path``, or a ``FileNotFoundError`` naming ``what`` is missing and the ``command`` that writes it."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} not found; regenerate it with:\n    {command}")
+    return path
 
 
 def load_reference_data(solvent: str = "obc2") -> dict[str, np.ndarray]:
@@ -80,11 +88,7 @@ def load_reference_data(solvent: str = "obc2") -> dict[str, np.ndarray]:
 
     Raises ``FileNotFoundError`` naming the command that regenerates the file when it is missing.
     """
-    path = md_file(solvent)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"reference MD data {path} not found; regenerate it with:\n    {regenerate_command(solvent)}"
-        )
+    path = _existing(md_file(solvent), "reference MD data", regenerate_command(solvent))
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
 
@@ -133,12 +137,11 @@ def all_trans(positions: np.ndarray) -> np.ndarray:
 def load_reference_free_energy(solvent: str = "obc2") -> dict[str, Any]:
     """The reference ``ΔF = F(φ > 0) - F(φ < 0)`` (kT) and free-energy profile along φ computed by
     ``reference.py`` from the MD data (``reference_<solvent>.json`` and ``.npz``)."""
-    path = DATA_DIR / f"reference_{_check_solvent(solvent)}.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"reference free energies {path} not found; compute them with:\n"
-            f"    python systems/alanine_dipeptide/reference.py --solvent {solvent}"
-        )
+    path = _existing(
+        DATA_DIR / f"reference_{_check_solvent(solvent)}.json",
+        "reference free energies",
+        f"python systems/alanine_dipeptide/reference.py --solvent {solvent}",
+    )
     result = json.loads(path.read_text())
     with np.load(path.with_suffix(".npz")) as f:
         result["profile"] = {k: f[k] for k in f.files}
@@ -152,11 +155,11 @@ def metadynamics_frames(solvent: str = "obc2") -> tuple[np.ndarray, np.ndarray]:
     """Frames ``(n, 22, 3)`` nm of MD under the frozen (φ, ψ) bias of ``metadynamics.py`` and their normalised
     Boltzmann log weights ``V(φ, ψ)/kT`` (exact: the bias is fixed and known): a weighted sample of the unbiased
     distribution that covers every basin of the (φ, ψ) surface, the rare αL/C7ax one included."""
-    path = DATA_DIR / f"metad_{_check_solvent(solvent)}.npz"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"metadynamics data {path} not found; regenerate it with:\n    {CONFIG['metadynamics'][solvent]['command']}"
-        )
+    path = _existing(
+        DATA_DIR / f"metad_{_check_solvent(solvent)}.npz",
+        "metadynamics data",
+        CONFIG["metadynamics"][solvent]["command"],
+    )
     with np.load(path) as f:
         frames, bias, kt = f["positions"], f["bias"].astype(np.float64), float(f["kT"])
         every = round(float(f["frame_ps"]) * 1000 / float(f["sample_fs"]))
@@ -183,11 +186,7 @@ def training_data(config: dict[str, Any]) -> np.ndarray:
     solvent = data.get("solvent", CONFIG["solvent"])
     parts = [load_reference_data(solvent)["positions"].reshape(-1, 3 * N_ATOMS)]
     if data.get("basin_md"):
-        path = DATA_DIR / f"md_{solvent}_basin.npz"
-        if not path.exists():
-            raise FileNotFoundError(
-                f"basin MD data {path} not found; regenerate it with:\n    {CONFIG['md_basin'][solvent]['command']}"
-            )
+        path = _existing(md_file(solvent, basin=True), "basin MD data", regenerate_command(solvent, basin=True))
         with np.load(path) as f:
             frames = f["positions"]
         parts.append(frames[in_alpha_l_basin(backbone_dihedrals(frames)[0])].reshape(-1, 3 * N_ATOMS))

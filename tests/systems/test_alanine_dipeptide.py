@@ -75,6 +75,9 @@ def test_missing_data_names_the_command(monkeypatch, tmp_path):
         ad.load_reference_free_energy("vacuum")
     with pytest.raises(FileNotFoundError, match=r"metadynamics\.py --solvent obc2 --walkers 2"):
         ad.metadynamics_frames("obc2")
+    monkeypatch.setattr(ad, "load_reference_data", lambda solvent: {"positions": np.zeros((2, 22, 3), np.float32)})
+    with pytest.raises(FileNotFoundError, match=r"generate_md\.py --solvent obc2 --start basin"):
+        ad.training_data({"data": {"solvent": "obc2", "basin_md": True}})
 
 
 def test_metadynamics_frozen_bias_is_the_stored_bias(tmp_path, monkeypatch):
