@@ -1,6 +1,6 @@
 """Alanine dipeptide (OBC2 implicit solvent, 300 K) Boltzmann generator after a fixed CPU budget.
 
-The same pipeline as ``bgflow-sci train alanine_dipeptide`` (:mod:`bgflow_sci.pipeline`): internal coordinates +
+The same pipeline as ``bgflow-sci train alanine_dipeptide`` (:mod:`bgflow_sci.workflows.train`): internal coordinates +
 circular spline couplings, maximum likelihood on the reference MD frames, reverse KL against the batched torch
 force field, then importance reweighting with the exact energy. Settings: ``systems/alanine_dipeptide/config.json``
 (overridable with ``--set SECTION.KEY=VALUE``). Reports ESS, held-out NLL, ΔF between the φ regions (sign and
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from bgflow_sci.pipeline import parse_overrides, train
+from bgflow_sci.workflows.config import parse_overrides
+from bgflow_sci.workflows.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from scipy.stats import chi2
 
-from bgflow_sci.pipeline import load_model
 from bgflow_sci.reweighting import bootstrap
 from bgflow_sci.samplers import FlowEnhancedMD, count_transitions, write_trajectory
+from bgflow_sci.workflows.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -107,7 +107,7 @@ def train_flow(target, n_data, steps, n_layers, n_bins, hidden, batch_size, lr, 
 def run_flow_is(system, bg, n, batch_size, seed, info):
     torch.manual_seed(seed)
     start = time.time()
-    _, log_w = bg.sample(n, batch_size=batch_size)
+    _, log_w = bg.sample_with_log_weights(n, batch_size=batch_size)
     est = rw.log_z(log_w, n_bootstrap=200, generator=torch.Generator().manual_seed(seed))
     return _row(
         system, "flow_is", est, float(bg.target.log_z()), rw.ess(log_w), time.time() - start, n_samples=n, **info

@@ -46,19 +46,19 @@ import numpy as np
 import torch
 
 from bgflow_sci.hep import metrics as hm
+from bgflow_sci.hep.event_weights import (
+    ClassifierReweighter,
+    clip_weights,
+    density_ratio_log_weights,
+    fit_ratio_flows,
+    histogram_chi2,
+)
 from bgflow_sci.hep.morphing import MorphingFlow, fit_morphing
 from bgflow_sci.hep.plots import plot_correlations, plot_mass, plot_variables
 from bgflow_sci.hep.quantile import ChainedQuantileMapper, QuantileMapper
 from bgflow_sci.hep.quantile_flow import FlowQuantileMorpher
-from bgflow_sci.hep.reweight import (
-    ClassifierReweighter,
-    clip_weights,
-    density_ratio_log_weights,
-    effective_sample_size,
-    fit_ratio_flows,
-    histogram_chi2,
-)
 from bgflow_sci.hep.synthetic import CORRECTED, DATA_PARAMS, MC_PARAMS, generate, photon_table, true_correction
+from bgflow_sci.reweighting import ess
 from bgflow_sci.training import seed_everything
 
 VARS = list(CORRECTED)
@@ -66,6 +66,11 @@ CTX = ["pt", "eta"]
 KINDS = ["logit", "log", "spike"]
 RW_KINDS = ["logit", "log", "spike_asinh"]  # density-ratio flows: logarithmic isolation tail
 CTX_KINDS = ["log", "identity"]
+
+
+def _kish(weights: np.ndarray) -> float:
+    """Kish ESS fraction ``(Σw)² / (n Σw²)`` of non-negative (clipped) weights: the package's ESS of ``log w``."""
+    return ess(torch.log(torch.as_tensor(weights, dtype=torch.float64)))
 
 
 def _timer():
@@ -277,7 +282,7 @@ def reweighting(args, plots: Path) -> dict:
     for label, lw in rows.items():
         w = None if lw is None else clip_weights(np.exp(lw))
         weights[label] = w
-        r: dict = {"ess": 1.0 if w is None else effective_sample_size(w),
+        r: dict = {"ess": 1.0 if w is None else _kish(w),
                    "max_weight": None if w is None else float(w.max())}  # fmt: skip
         for binning in ("quantile", "uniform"):
             chi = {v: histogram_chi2(a, b, w, bins=40, binning=binning) for v, (a, b) in cols.items()}
@@ -287,7 +292,7 @@ def reweighting(args, plots: Path) -> dict:
         if w is not None:
             wc = clip_weights(np.exp(lw), max_quantile=0.999)
             chi = {v: histogram_chi2(a, b, wc, bins=40, binning="quantile") for v, (a, b) in cols.items()}
-            r["clipped"] = {"ess": effective_sample_size(wc), "chi2_ndf_quantile": {v: round(c["chi2_ndf"], 3)
+            r["clipped"] = {"ess": _kish(wc), "chi2_ndf_quantile": {v: round(c["chi2_ndf"], 3)
                             for v, c in chi.items()}}  # fmt: skip
         out[label] = r
     if args.reweight_metrics:

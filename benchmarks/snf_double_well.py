@@ -42,8 +42,8 @@ import torch
 from bgflow_sci import BoltzmannGenerator
 from bgflow_sci import reweighting as rw
 from bgflow_sci.distributions import Normal
-from bgflow_sci.energies import DoubleWell2D
-from bgflow_sci.flows import AffineCoupling, InterpolatedEnergy, MetropolisMC, Sequential, half_mask
+from bgflow_sci.energies import DoubleWell2D, InterpolatedEnergy
+from bgflow_sci.flows import AffineCoupling, MetropolisMC, Sequential, half_mask
 from bgflow_sci.training import MaximumLikelihood, ReverseKL, Trainer
 
 EDGES = torch.linspace(-2.3, 2.3, 24, dtype=torch.float64)
@@ -109,7 +109,7 @@ def one_run(seed: int, name: str, n_samples: int, batch: int, cache: str | None 
         trainer.train(600)
         t1 = time.time()
         torch.manual_seed(10_000 + seed)
-        x, log_w = bg.sample(n_samples, batch_size=50_000)
+        x, log_w = bg.sample_with_log_weights(n_samples, batch_size=50_000)
         res = normalised_profile(x[:, 0], log_w)
         res.update(
             ess=rw.ess(log_w),

@@ -5,7 +5,8 @@ One home for the updates shared by the MCMC kernels (:mod:`bgflow_sci.samplers`)
 a ``(batch,)`` tensor (one per chain). Forces are ``F = -du/dx`` in kT per coordinate unit. Every stochastic update
 takes an optional ``noise`` (standard normal, shape of ``x``) and returns the noise it used, so that it can be driven
 by reparametrised noise; all updates are plain tensor arithmetic, hence differentiable with respect to their inputs
-(pass forces from :func:`energy_and_gradient` with ``create_graph=True`` to backpropagate through a trajectory).
+(pass forces from :meth:`Energy.energy_and_force <bgflow_sci.energies.Energy.energy_and_force>` with
+``create_graph=True`` to backpropagate through a trajectory). Forces are the caller's: nothing here evaluates an energy.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ __all__ = [
     "StepSize",
     "acceptance_probability",
     "baoab_step",
-    "energy_and_gradient",
     "langevin_log_transition",
     "langevin_noise",
     "leapfrog",
@@ -53,22 +53,6 @@ def _noise(noise: Tensor | None, x: Tensor, generator: torch.Generator | None) -
 
 def _nan_to_neg_inf(log_ratio: Tensor) -> Tensor:
     return torch.where(torch.isnan(log_ratio), -torch.inf, log_ratio)
-
-
-def energy_and_gradient(
-    energy: Callable[[Tensor], Tensor], x: Tensor, create_graph: bool = False
-) -> tuple[Tensor, Tensor]:
-    """``u(x)`` ``(batch,)`` and ``∇u(x)`` ``(batch, dim)`` by one autograd pass through ``energy``.
-
-    With ``create_graph`` (honoured only when ``x`` itself requires grad) the gradient stays differentiable, so that a
-    reparametrised Langevin trajectory can be backpropagated (stochastic normalizing flows); otherwise ``x`` is
-    detached and the gradient is a constant.
-    """
-    with torch.enable_grad():
-        x_ = x if x.requires_grad else x.detach().requires_grad_(True)
-        u = energy(x_)
-        (grad,) = torch.autograd.grad(u.sum(), x_, create_graph=create_graph and x.requires_grad)
-    return u, grad
 
 
 def metropolis_accept(log_ratio: Tensor, generator: torch.Generator | None = None) -> Tensor:

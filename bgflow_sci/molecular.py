@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .bg import BoltzmannGenerator
+from .bg import BoltzmannGenerator, DensityModel
 from .distributions import Joint, Normal, UniformBox
 from .energies import Energy
 from .flows import (
@@ -74,7 +74,7 @@ def internal_coordinate_statistics(ic: InternalCoordinates, z: Tensor, tight_tor
 def molecular_boltzmann_generator(
     topology,
     target: Energy | None,
-    data: Tensor,
+    data: Tensor | None,
     n_layers: int = 8,
     n_bins: int = 8,
     hidden: tuple[int, ...] = (128, 128),
@@ -83,12 +83,14 @@ def molecular_boltzmann_generator(
     seed: int = 0,
     tight_torsion_std: float = 0.3,
     torsion_arc: tuple[Sequence[int], float, float] | None = None,
-) -> BoltzmannGenerator:
+    statistics: dict | None = None,
+) -> BoltzmannGenerator | DensityModel:
     """Build the Boltzmann generator of a molecule from its ``mdtraj`` topology and Cartesian training data.
 
     Args:
         topology: ``mdtraj.Topology`` with bonds (defines the Z-matrix).
-        target: reduced energy ``u(x)`` of flat Cartesian positions in nm (or ``None`` for density only).
+        target: reduced energy ``u(x)`` of flat Cartesian positions in nm; ``None`` gives a
+            :class:`~bgflow_sci.DensityModel` (the same flow, no importance weights).
         data: ``(n_frames, 3 n_atoms)`` positions in nm, used only for the internal-coordinate statistics.
         n_layers, n_bins, hidden, bound: spline-coupling settings (``bound`` in standard deviations).
         center: root atom of the Z-matrix (default: the bond graph's centre).
@@ -100,6 +102,11 @@ def molecular_boltzmann_generator(
             direction) to the arc ``[start, start + length)`` (rad): the circle its spline works on is scaled by
             ``length / 2π`` (a constant log-det) and rotated onto the arc, so every sample lies in it (the
             components of a :class:`~bgflow_sci.state_mixture.StateMixture`, see :func:`molecular_state_mixture`).
+        statistics: the ``bg.build_statistics`` of an earlier build (IC ``mean``/``std`` and the ``tight``/``loose``
+            torsion split) in place of ``data``: rebuilds the same architecture without the training frames
+            (how a saved model is loaded).
+
+    The returned generator records ``bg.build_statistics`` (plain lists), everything it took from ``data``.
     """
     ic = InternalCoordinates.from_mdtraj(topology, center)
     arc = None
@@ -108,15 +115,26 @@ def molecular_boltzmann_generator(
         if not 0 < float(length) <= 2 * math.pi:
             raise ValueError(f"torsion_arc length must lie in (0, 2π], got {length}")
         arc = (zmatrix_torsion(ic, atoms), float(start), float(length))
-    if data.dim() != 2 or data.shape[1] != ic.cartesian_dim:
-        raise ValueError(f"data must have shape (n_frames, {ic.cartesian_dim}), got {tuple(data.shape)}")
-    if data.shape[0] < 2 or not torch.isfinite(data).all():
-        raise ValueError("data must hold at least two frames, all finite")
-    with torch.no_grad():
-        z, _ = ic.to(data.device, data.dtype).inverse(data)
-    z = z.cpu()
-    stats = internal_coordinate_statistics(ic, z, tight_torsion_std)
-    tight, loose = stats["tight"], stats["loose"]
+    if statistics is None:
+        if data is None or data.dim() != 2 or data.shape[1] != ic.cartesian_dim:
+            shape = None if data is None else tuple(data.shape)
+            raise ValueError(f"data must have shape (n_frames, {ic.cartesian_dim}), got {shape}")
+        if data.shape[0] < 2 or not torch.isfinite(data).all():
+            raise ValueError("data must hold at least two frames, all finite")
+        with torch.no_grad():
+            z, _ = ic.to(data.device, data.dtype).inverse(data)
+        stats = internal_coordinate_statistics(ic, z.cpu(), tight_torsion_std)
+        dtype = data.dtype
+    else:
+        missing = {"mean", "std", "tight", "loose"} - set(statistics)
+        if missing:
+            raise ValueError(f"statistics lack {sorted(missing)}")
+        stats = {k: statistics[k] for k in ("tight", "loose")}
+        stats.update(mean=torch.as_tensor(statistics["mean"]), std=torch.as_tensor(statistics["std"]))
+        dtype = stats["mean"].dtype
+    recorded = {"mean": stats["mean"].tolist(), "std": stats["std"].tolist()}
+    recorded.update(tight=list(stats["tight"]), loose=list(stats["loose"]))
+    tight, loose = list(stats["tight"]), list(stats["loose"])
     if arc is not None and arc[0] in tight:  # the arc torsion stays on the circle (its spline is squeezed)
         tight.remove(arc[0])
         loose = sorted(loose + [arc[0]])
@@ -125,8 +143,8 @@ def molecular_boltzmann_generator(
     n_real = len(reals)
     # latent layout [bonds, angles, tight torsions | rotor torsions]; Permutation puts them in IC order
     to_ic = Permutation(ic.dim, torch.argsort(torch.tensor(reals + loose)))
-    shift = torch.zeros(ic.dim, dtype=data.dtype)
-    log_scale = torch.zeros(ic.dim, dtype=data.dtype)
+    shift = torch.zeros(ic.dim, dtype=dtype)
+    log_scale = torch.zeros(ic.dim, dtype=dtype)
     shift[:n_bond_angle] = stats["mean"][:n_bond_angle]
     log_scale[reals] = torch.log(stats["std"][reals].clamp_min(1e-6))
     if arc is not None:
@@ -155,7 +173,9 @@ def molecular_boltzmann_generator(
             layers.append(CircularShift(ic.dim, torsions, Domain.circle(), learnable=False, shift=shift_by))
     flow = Sequential(*layers, *tail, ic)
     prior = Joint(Normal(n_real), UniformBox(-math.pi, math.pi, dim=len(torsions))) if torsions else Normal(n_real)
-    return BoltzmannGenerator(prior, flow, target)
+    bg = DensityModel(prior, flow) if target is None else BoltzmannGenerator(prior, flow, target)
+    bg.build_statistics = recorded
+    return bg
 
 
 def zmatrix_torsion(ic: InternalCoordinates, atoms: Sequence[int]) -> int:
@@ -202,9 +222,10 @@ class TorsionArcs(nn.Module):
 def molecular_state_mixture(
     topology,
     target: Energy | None,
-    data: Tensor,
+    data: Tensor | None,
     torsion: Sequence[int],
     boundaries: Sequence[float],
+    statistics: dict | None = None,
     **kwargs,
 ) -> StateMixture:
     """One :func:`molecular_boltzmann_generator` per arc of a Z-matrix torsion (a :class:`StateMixture`).
@@ -213,12 +234,27 @@ def molecular_state_mixture(
     :class:`TorsionArcs`; component ``k`` is built from the frames of ``data`` in state ``k`` with its torsion
     confined to that arc (``torsion_arc``). Put the boundaries on free-energy barriers, where the density is
     low. ``kwargs`` go to every component. The weights start at the states' shares of ``data``; set them with
-    :meth:`StateMixture.calibrate` after training.
+    :meth:`StateMixture.calibrate` after training. ``statistics``: the mixture's ``build_statistics`` (per-component
+    statistics and the shares) in place of ``data``, as for :func:`molecular_boltzmann_generator`.
     """
     assign = TorsionArcs(torsion, boundaries)
+    arcs = assign.arcs()
+    if statistics is not None:
+        parts = statistics["components"]
+        if len(parts) != len(arcs):
+            raise ValueError(f"statistics hold {len(parts)} components, the boundaries give {len(arcs)} states")
+        components = [
+            molecular_boltzmann_generator(
+                topology, target, None, torsion_arc=(torsion, start, length), statistics=part, **kwargs
+            )
+            for (start, length), part in zip(arcs, parts)
+        ]
+        mixture = StateMixture(components, assign, statistics["shares"], target)
+        mixture.build_statistics = statistics
+        return mixture
     state = assign(data)
     components, shares = [], []
-    for k, (start, length) in enumerate(assign.arcs()):
+    for k, (start, length) in enumerate(arcs):
         frames = data[state == k]
         if len(frames) < 2:
             raise ValueError(
@@ -229,4 +265,6 @@ def molecular_state_mixture(
             molecular_boltzmann_generator(topology, target, frames, torsion_arc=(torsion, start, length), **kwargs)
         )
         shares.append(len(frames) / len(data))
-    return StateMixture(components, assign, shares, target)
+    mixture = StateMixture(components, assign, shares, target)
+    mixture.build_statistics = {"components": [c.build_statistics for c in components], "shares": shares}
+    return mixture

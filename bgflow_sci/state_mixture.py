@@ -34,6 +34,10 @@ from .reweighting import ess, log_mean_exp
 class StateMixture(ImportanceSampler):
     """``q = Σ_k π_k q_k`` over components with disjoint supports ``S_k = {x : assign(x) = k}``.
 
+    A :class:`~bgflow_sci.distributions.Distribution` like its components: ``sample(n) -> x``,
+    ``sample_with_log_prob(n)`` (differentiable), ``log_prob(x)``, and ``sample_with_log_weights(n)`` ->
+    :class:`~bgflow_sci.bg.Samples` against ``target``.
+
     Args:
         components: one generator (an :class:`~bgflow_sci.bg.ImportanceSampler`) per state, all of the same
             ``dim`` and target; component ``k`` must only produce samples with ``assign(x) == k``.
@@ -60,7 +64,9 @@ class StateMixture(ImportanceSampler):
         self.components = nn.ModuleList(components)
         self.assign = assign
         self.dim, self.context_dim = dims.pop(), 0
-        self.target = target if target is not None else components[0].target
+        self.target = target if target is not None else getattr(components[0], "target", None)
+        if self.target is None:
+            raise ValueError("a StateMixture needs a target energy: pass target= or components that have one")
         self.register_buffer("log_pi", torch.zeros(len(components)))
         self.set_weights(torch.ones(len(components)) if weights is None else weights)
 
@@ -84,13 +90,26 @@ class StateMixture(ImportanceSampler):
         if context is not None:
             raise ValueError("StateMixture is unconditional: context must be None")
 
+    def _counts(self, n: int) -> list[int]:
+        """Samples per component: multinomial in ``π``."""
+        pi = self.weights.to(torch.float64)
+        return torch.bincount(torch.multinomial(pi.cpu(), n, replacement=True), minlength=self.n_states).tolist()
+
+    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """``n`` samples ``(n, dim)`` (component counts multinomial in ``π``, order shuffled), each from its
+        component's ``sample`` (no autograd graph)."""
+        self._check_context(context)
+        if n == 0:
+            return self._reference.new_zeros(0, self.dim)
+        xs = [component.sample(m) for component, m in zip(self.components, self._counts(n)) if m]
+        x = torch.cat(xs)
+        return x[torch.randperm(n, device=x.device)]
+
     def sample_with_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``n`` samples (component counts multinomial in ``π``, order shuffled) and ``log q(x)``, differentiable."""
         self._check_context(context)
-        pi = self.weights.to(torch.float64)
-        counts = torch.bincount(torch.multinomial(pi.cpu(), n, replacement=True), minlength=self.n_states)
         xs, log_qs = [], []
-        for k, (component, m) in enumerate(zip(self.components, counts.tolist())):
+        for k, (component, m) in enumerate(zip(self.components, self._counts(n))):
             if m:
                 x, log_q = component.sample_with_log_prob(m)
                 xs.append(x)
@@ -137,7 +156,7 @@ class StateMixture(ImportanceSampler):
             raise ValueError(f"n must be at least 2, got {n}")
         log_z, fractions = [], []
         for component in self.components:
-            log_w = component.sample(n, batch_size=batch_size).log_weights.to(torch.float64)
+            log_w = component.sample_with_log_weights(n, batch_size=batch_size).log_weights.to(torch.float64)
             if not torch.isfinite(log_w).any():
                 raise RuntimeError("a component produced no sample of finite weight: it cannot be calibrated")
             log_z.append(float(log_mean_exp(log_w)))

@@ -1,6 +1,13 @@
-"""Shared fixtures: ``--device`` (cpu by default, ``--device cuda`` on a GPU) and a float32/float64 ``dtype``."""
+"""Shared fixtures: ``--device`` (cpu by default, ``--device cuda`` on a GPU) and a float32/float64 ``dtype``;
+``require(name)`` for optional oracle packages and ``skip_or_fail(reason)`` for anything else a test needs (both skip
+locally, and fail when the environment variable ``CI`` is set)."""
 
 from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 import torch
@@ -35,3 +42,28 @@ def _seed() -> None:
 def tolerance(dtype: torch.dtype) -> dict[str, float]:
     """Default ``torch.testing.assert_close`` tolerances for a dtype."""
     return {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-9, "rtol": 1e-9}
+
+
+def in_ci() -> bool:
+    """True when the environment variable ``CI`` is set to anything but an empty string, ``0`` or ``false``."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test (or, at module level, the module) locally; fail it when ``CI`` is set, where nothing a test
+    needs (oracle packages, shipped data) may be missing."""
+    if in_ci():
+        pytest.fail(f"{reason} (a failure, not a skip, because CI is set)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require(name: str) -> ModuleType:
+    """Import and return the module ``name`` (an oracle or optional dependency of a test).
+
+    When it cannot be imported the test (or, called at module level, the whole module) is skipped locally, but fails
+    when ``CI`` is set: in CI every oracle must be installed, and a missing one must never pass as "skipped".
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        skip_or_fail(f"{name} cannot be imported ({type(err).__name__}: {err})")

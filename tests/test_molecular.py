@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from bgflow_sci.molecular import molecular_boltzmann_generator
+from tests.conftest import require
 
 PDB = Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide" / "alanine_dipeptide.pdb"
 
 
 @pytest.fixture(scope="module")
 def alanine():
-    md = pytest.importorskip("mdtraj")
+    md = require("mdtraj")
     traj = md.load(str(PDB))
     xyz = torch.tensor(traj.xyz[0], dtype=torch.float64).reshape(1, -1)
     data = xyz + 0.005 * torch.randn(200, xyz.shape[1], dtype=torch.float64)
@@ -66,7 +67,7 @@ def test_tight_torsions_are_real_coordinates_and_rotors_stay_circular():
     """On the shipped MD frames: sibling-relative and improper-like torsions are tight, the rotors (φ-, ψ-related
     and the three methyl groups) stay on the circle, and the flow round-trips MD frames exactly."""
     from bgflow_sci.molecular import internal_coordinate_statistics
-    from bgflow_sci.systems import load_system
+    from bgflow_sci.workflows.systems import load_system
 
     ad = load_system("alanine_dipeptide")
     pos = ad.load_reference_data("obc2")["positions"][::10]

@@ -5,7 +5,7 @@ Run:  python tutorials/01_boltzmann_generator_double_well.py [--quick] [--out DI
 We build the three parts of a Boltzmann generator (prior, flow, target energy), train the flow by
 maximum likelihood on exact samples and then by energy (reverse KL), and reweight its samples to
 recover the exact free-energy difference between the two wells.  ``bgflow-sci demo`` runs the same
-pipeline through :func:`bgflow_sci.demo.run_demo`; here every step is spelled out.
+pipeline through :func:`bgflow_sci.workflows.demo.run_demo`; here every step is spelled out.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main(quick: bool = False, out: str = "tutorial_out") -> dict:
     print(f"exact dF = F(x1>0) - F(x1<0) = {exact:.3f} kT, log Z = {target.log_z():.4f}")
 
     # 2. Prior and flow: a standard normal pushed through RealNVP couplings (identity at initialisation).
-    bg = BoltzmannGenerator(prior=Normal(2), flow=real_nvp(2, n_blocks=4, hidden=(64, 64)), target=target)
+    bg = BoltzmannGenerator(prior=Normal(2), flow=real_nvp(2, 8, hidden=(64, 64)), target=target)
 
     # 3. Training data: exact samples stand in for an MD trajectory.
     data = target.sample_exact(2000 if quick else 20_000)
@@ -54,7 +54,7 @@ def main(quick: bool = False, out: str = "tutorial_out") -> dict:
     plot_metrics(trainer.history, out_dir / "training.png")
 
     # 5. Sample with importance weights log w = -u(x) - log q(x) and reweight.
-    x, log_w = bg.sample(20_000 if quick else 200_000, batch_size=50_000)
+    x, log_w = bg.sample_with_log_weights(20_000 if quick else 200_000, batch_size=50_000)
     print(rw.importance_sampling_summary(log_w))
     delta_f = rw.free_energy_difference(log_w, x[:, 0] < 0, x[:, 0] >= 0)
     print(f"reweighted dF = {delta_f}  (exact {exact:.3f})")

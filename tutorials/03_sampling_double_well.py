@@ -23,8 +23,8 @@ import torch
 from bgflow_sci import BoltzmannGenerator
 from bgflow_sci import reweighting as rw
 from bgflow_sci.distributions import Normal
-from bgflow_sci.energies import DoubleWell2D
-from bgflow_sci.flows import AffineCoupling, InterpolatedEnergy, MetropolisMC, Sequential, half_mask
+from bgflow_sci.energies import DoubleWell2D, InterpolatedEnergy
+from bgflow_sci.flows import AffineCoupling, MetropolisMC, Sequential, half_mask
 from bgflow_sci.plotting import plot_free_energy_profiles
 from bgflow_sci.samplers import MALA, IndependentMetropolis, Sampler
 from bgflow_sci.training import ml_then_kl
@@ -52,7 +52,7 @@ def main(quick: bool = False, out: str = "tutorial_out") -> dict:
     for name, with_mc in (("flow", False), ("stochastic flow", True)):
         bg = BoltzmannGenerator(prior, flow(target, prior, with_mc), target)
         ml_then_kl(bg, data, steps // 2, steps // 2, batch_size=256, ml_anchor=1.0, progress=False).train(steps)
-        x, log_w = bg.sample(n, batch_size=10_000)
+        x, log_w = bg.sample_with_log_weights(n, batch_size=10_000)
         results[name] = rw.free_energy_difference(log_w, x[:, 0] < 0, x[:, 0] >= 0)
         profiles[name] = rw.free_energy_profile(x[:, 0].double(), log_w.double(), edges)
         if not with_mc:

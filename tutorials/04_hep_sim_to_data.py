@@ -39,13 +39,14 @@ import numpy as np
 import torch
 
 from bgflow_sci.hep import metrics as hm
+from bgflow_sci.hep.event_weights import ClassifierReweighter, clip_weights, histogram_chi2
 from bgflow_sci.hep.io import read_tree, write_corrected
 from bgflow_sci.hep.morphing import MorphingFlow, fit_morphing
 from bgflow_sci.hep.plots import plot_correlations, plot_mass, plot_variables
 from bgflow_sci.hep.quantile import QuantileMapper
-from bgflow_sci.hep.reweight import ClassifierReweighter, clip_weights, effective_sample_size, histogram_chi2
 from bgflow_sci.hep.synthetic import CORRECTED, from_photon_table, photon_table, write_root
 from bgflow_sci.plotting import plot_metrics
+from bgflow_sci.reweighting import ess as kish_ess
 
 VARS = list(CORRECTED)  # r9, sieie, iso: what simulation gets wrong
 CTX = ["pt", "eta"]  # the kinematics the correction depends on
@@ -123,7 +124,7 @@ def main(quick: bool = False, out: str | None = None) -> dict:
         event_features(mc), event_features(data), steps=clf_steps, batch_size=512, seed=0
     )
     weights = clip_weights(clf.log_weights(event_features(mc_test)).exp(), max_quantile=0.999)
-    ess = effective_sample_size(weights)
+    ess = kish_ess(torch.log(torch.as_tensor(weights)))  # Kish fraction of the clipped (non-negative) weights
     w_photon = np.repeat(weights, 2)  # photon rows are ordered event by event
     chi2 = {
         label: {v: histogram_chi2(xmt[:, j], xdt[:, j], w, bins=30)["chi2_ndf"] for j, v in enumerate(VARS)}

@@ -29,8 +29,10 @@ from pathlib import Path
 
 import torch
 
-from bgflow_sci.pipeline import enhanced_md, load_model, train
-from bgflow_sci.systems import load_system
+from bgflow_sci.workflows.enhanced_md import enhanced_md
+from bgflow_sci.workflows.models import load_model
+from bgflow_sci.workflows.systems import load_system
+from bgflow_sci.workflows.train import train
 
 
 def main(quick: bool = False, out: str = "tutorial_out/alanine_dipeptide") -> dict:
@@ -65,7 +67,7 @@ def main(quick: bool = False, out: str = "tutorial_out/alanine_dipeptide") -> di
     # samples, look at one molecule.
     _, _, bg = load_model(out_dir / "model.pt")
     print("state weights (β/C5/αR, αL/C7ax):", bg.weights.numpy().round(4))
-    samples = bg.sample(8)
+    samples = bg.sample_with_log_weights(8)
     print("log weights of 8 fresh samples:", samples.log_weights.numpy().round(1))
     with torch.no_grad():
         print(

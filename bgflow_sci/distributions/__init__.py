@@ -2,7 +2,8 @@
 
 from .base import Distribution
 from .joint import Joint
+from .mixture import NormalMixture
 from .normal import Normal
 from .uniform import UniformBox
 
-__all__ = ["Distribution", "Joint", "Normal", "UniformBox"]
+__all__ = ["Distribution", "Joint", "Normal", "NormalMixture", "UniformBox"]

@@ -21,9 +21,11 @@ class Joint(Distribution):
         self.dim = sum(self.sizes)
 
     def sample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """``(n, dim)``: independent draws of every block, concatenated in order."""
         return torch.cat([p.sample(n) for p in self.parts], dim=-1)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``(batch,)``: the sum of the blocks' log densities."""
         check_batch(x, self.dim)
         blocks = x.split(self.sizes, dim=-1)
         return torch.stack([p.log_prob(b) for p, b in zip(self.parts, blocks)]).sum(0)

@@ -38,10 +38,12 @@ class Normal(Distribution):
         return self.std * math.sqrt(t)
 
     def sample(self, n: int, context: Tensor | None = None, temperature: float | None = None) -> Tensor:
+        """``(n, dim)`` draws ``mean + std √T ε``, ``ε ~ N(0, I)`` (``temperature`` overrides ``T`` for this call)."""
         eps = torch.randn(n, self.dim, dtype=self.mean.dtype, device=self.mean.device)
         return self.mean + self._scale(temperature) * eps
 
     def log_prob(self, x: Tensor, context: Tensor | None = None, temperature: float | None = None) -> Tensor:
+        """``(batch,)`` normalised log density at temperature ``T`` (``temperature`` overrides it)."""
         check_batch(x, self.dim)
         scale = self._scale(temperature)
         z = (x - self.mean) / scale

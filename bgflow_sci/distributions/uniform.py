@@ -27,10 +27,12 @@ class UniformBox(Distribution):
         self.register_buffer("high", high_t)
 
     def sample(self, n: int, context: Tensor | None = None) -> Tensor:
+        """``(n, dim)`` uniform draws in the box."""
         u = torch.rand(n, self.dim, dtype=self.low.dtype, device=self.low.device)
         return self.low + (self.high - self.low) * u
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``(batch,)``: ``-log(volume)`` inside the box (bounds included), ``-inf`` outside."""
         check_batch(x, self.dim)
         inside = ((x >= self.low) & (x <= self.high)).all(-1)
         log_volume = torch.log(self.high - self.low).sum()

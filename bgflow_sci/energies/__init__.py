@@ -1,9 +1,11 @@
-"""Reduced energies ``u(x)`` in kT: the Energy protocol and the systems built on it."""
+"""Reduced energies ``u(x)`` in kT: the Energy protocol (energy and force), the systems built on it, and the
+interpolated energy ``u_λ`` of stochastic flows and annealing."""
 
-from .base import BiasedEnergy, Energy, ScaledEnergy
+from .base import BiasedEnergy, Energy, FunctionEnergy, ScaledEnergy, as_energy
 from .double_well import DoubleWell2D
 from .forcefield import TorchForceField
 from .gmm import GaussianMixture, GaussianMixture40
+from .interpolated import InterpolatedEnergy
 from .many_well import ManyWell, ManyWell32
 from .muller_brown import MuellerBrown
 from .openmm import OpenMMEnergy
@@ -12,8 +14,11 @@ from .phase_space import PhaseSpaceEnergy
 
 __all__ = [
     "Energy",
+    "FunctionEnergy",
+    "InterpolatedEnergy",
     "ScaledEnergy",
     "BiasedEnergy",
+    "as_energy",
     "DoubleWell2D",
     "GaussianMixture",
     "GaussianMixture40",

@@ -1,23 +1,27 @@
 """Bridge to OpenMM: reduced energies ``u(x) = U(x) / kT`` and forces of an ``openmm.System`` for batches.
 
 Each configuration is one ``Context.setPositions`` + ``getState`` call (OpenMM has no batched API), so batches are
-cut into contiguous chunks and spread over a pool of worker processes (``spawn`` start method), each holding one
-``Context`` built from the XML-serialised ``System``; one message per chunk, not per configuration.  With
-``n_workers <= 1`` the same code runs in-process.  Forces come with the energies, so autograd needs no second call:
-``du/dx = -F / kT``.  OpenMM is imported lazily: ``import bgflow_sci`` works without it.
+cut into contiguous chunks and spread over a :class:`concurrent.futures.ProcessPoolExecutor` (``spawn`` start
+method) whose initializer builds one ``Context`` per worker process from the XML-serialised ``System``; one task per
+chunk, not per configuration. The workers run ``_openmm_worker.py`` (numpy and OpenMM's public API only, no torch).
+With ``n_workers <= 1`` the same code runs in-process. Forces come with the energies, so autograd needs no second
+call: ``du/dx = -F / kT``. OpenMM is imported lazily: ``import bgflow_sci`` works without it.
 
 Units: ``x`` flat ``(batch, n_atoms * 3)`` in nm; energies in kT, forces in kT/nm, ``kT = R T`` in kJ/mol.
 """
 
 from __future__ import annotations
 
-import inspect
+import importlib.util
 import math
 import multiprocessing as mp
-import threading
-import traceback
+import sys
+import time
 import weakref
-from multiprocessing.connection import wait
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from concurrent.futures.process import BrokenProcessPool
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -26,111 +30,111 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .._checks import check_batch, finite_rows
+from . import _openmm_worker
 from .base import Energy
 
 MOLAR_GAS_CONSTANT = 8.314462618e-3  # kJ / (mol K)
 
+_WORKER_MODULE = "_bgflow_sci_openmm_worker"
+# The initializer of every worker process (run by ``exec``, a builtin, so that starting a worker imports nothing of
+# this package): load _openmm_worker.py by path as the top-level module the tasks are pickled with, build the Context.
+_BOOT = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location(name, path)
+module = importlib.util.module_from_spec(spec)
+sys.modules[name] = module
+spec.loader.exec_module(module)
+module.initialize(*args)
+"""
 
-def _make_context(system_xml: str, platform: str, properties: dict[str, str]) -> Any:
-    import openmm
 
-    system = openmm.XmlSerializer.deserialize(system_xml)
-    integrator = openmm.VerletIntegrator(0.001)
-    return openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform), properties)
+def _worker_module() -> ModuleType:
+    """``_openmm_worker.py`` as the top-level module ``_bgflow_sci_openmm_worker`` of this process (loaded once), so
+    that its functions pickle by that name, which a worker resolves without importing this package."""
+    module = sys.modules.get(_WORKER_MODULE)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(_WORKER_MODULE, _openmm_worker.__file__)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[_WORKER_MODULE] = module
+        spec.loader.exec_module(module)
+    return module
 
 
-def _evaluate_chunk(context: Any, positions: np.ndarray, max_energy_kj: float) -> tuple[np.ndarray, np.ndarray]:
-    """Energies ``(n,)`` in kJ/mol and forces ``(n, n_atoms, 3)`` in kJ/mol/nm of ``positions`` ``(n, n_atoms, 3)`` nm.
+def _stop_pool(executor: ProcessPoolExecutor, pids: list[int], timeout: float = 5.0) -> None:
+    """Shut a pool down without waiting on it: pending chunks are cancelled and idle workers exit; a worker still
+    busy after ``timeout`` seconds is killed. Idempotent, and immediate at interpreter exit (when
+    ``concurrent.futures`` has already joined its workers)."""
+    executor.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + timeout
+    while alive := [p for p in mp.active_children() if p.pid in pids]:
+        if time.monotonic() > deadline:
+            for p in alive:
+                p.kill()
+                p.join(1.0)
+            break
+        time.sleep(0.01)
 
-    A configuration whose evaluation raises, or whose energy or forces are not finite or whose energy exceeds
-    ``max_energy_kj``, gets a NaN energy and zero force.  Forces are copied straight into the output array in
-    OpenMM's native kJ/mol/nm (``State._getVectorAsNumpy``, what ``getForces(asNumpy=True)`` calls), which skips
-    the unit wrapping that otherwise costs more than the evaluation itself for small molecules.
-    """
-    import openmm
-    from openmm import unit
 
-    kj, kj_nm = unit.kilojoule_per_mole, unit.kilojoule_per_mole / unit.nanometer
-    fast = hasattr(openmm.State, "_getVectorAsNumpy")
-    energies = np.full(len(positions), np.nan)
-    forces = np.zeros_like(positions)
-    for i, xyz in enumerate(positions):
+class _WorkerPool:
+    """``n_workers`` spawned processes with one OpenMM ``Context`` each: a ``ProcessPoolExecutor`` whose initializer
+    builds the Context. At start every worker reports (its pid, or the traceback of a failed Context) through one
+    probe each; a worker that fails to start raises ``RuntimeError`` with its traceback and stops the pool."""
+
+    def __init__(
+        self, n_workers: int, system_xml: str, platform: str, properties: dict[str, str], max_kj: float, timeout: float
+    ):
+        ctx = mp.get_context("spawn")
+        worker = _worker_module()
+        self.evaluate_task, self.timeout, self.pids = worker.evaluate, timeout, []
+        barrier = ctx.Barrier(n_workers)
+        args = (system_xml, platform, properties, max_kj, barrier)
+        boot = {"name": _WORKER_MODULE, "path": worker.__file__, "args": args}
+        self.executor = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=exec, initargs=(_BOOT, boot))
         try:
-            context.setPositions(xyz)
-            state = context.getState(getEnergy=True, getForces=True)
-            energy = state.getPotentialEnergy()
-            e = energy._value if energy.unit is kj else energy.value_in_unit(kj)
-            if fast:
-                state._getVectorAsNumpy(openmm.State.Forces, forces[i])
-            else:
-                forces[i] = state.getForces(asNumpy=True).value_in_unit(kj_nm)
-        except Exception:  # noqa: BLE001 - OpenMM raises per configuration (e.g. NaN coordinates): mark it invalid
-            forces[i] = 0.0
-            continue
-        if math.isfinite(e) and e <= max_energy_kj and np.isfinite(forces[i]).all():
-            energies[i] = e
-        else:
-            forces[i] = 0.0
-    return energies, forces
+            probes = [self.executor.submit(worker.probe, timeout) for _ in range(n_workers)]
+            reports = [p.result(timeout + 10.0) for p in probes]
+        except BrokenProcessPool as error:
+            self.stop()
+            raise RuntimeError(f"OpenMM worker processes failed to start ({error}); see the log above") from error
+        except BaseException as error:
+            self.stop()
+            if isinstance(error, FutureTimeoutError):
+                raise RuntimeError(f"OpenMM workers did not start within {timeout} s (timeout)") from error
+            raise
+        self.pids[:] = [pid for pid, _ in reports]
+        for i, (pid, failure) in enumerate(reports):
+            if failure is not None:
+                self.stop()
+                raise RuntimeError(f"OpenMM worker {i} (pid {pid}) failed to start; worker traceback:\n{failure}")
 
+    def evaluate(self, positions: np.ndarray, chunk_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Energies (kJ/mol, NaN if invalid) and forces (kJ/mol/nm) of ``positions`` ``(n, n_atoms, 3)``, in
+        contiguous chunks of ``chunk_size`` (default: split evenly over the workers), one task each.
 
-def _worker_main(conn: Any, system_xml: str, platform: str, properties: dict[str, str], max_energy_kj: float) -> None:
-    """Worker loop: build one Context, then answer ``(tag, positions)`` with ``(tag, energies, forces)``.
-
-    Any exception that is not about one configuration is sent back as ``("error", traceback)``; ``None`` stops.
-    """
-    try:
-        context = _make_context(system_xml, platform, properties)
-    except BaseException:  # noqa: BLE001 - report everything to the caller
-        conn.send(("error", traceback.format_exc()))
-        return
-    conn.send(("ready", None))
-    while True:
+        Raises ``RuntimeError``: with the worker's message and traceback when a worker raised (the pool stays
+        usable), :class:`~concurrent.futures.process.BrokenProcessPool` when a worker died, and
+        :class:`concurrent.futures.TimeoutError` when no chunk came back for ``timeout`` seconds.
+        """
+        n = len(positions)
+        size = chunk_size or -(-n // len(self.pids))
+        starts = list(range(0, n, size))
+        futures = [self.executor.submit(self.evaluate_task, positions[s : s + size]) for s in starts]
+        energies, forces = np.full(n, np.nan), np.zeros_like(positions)
         try:
-            message = conn.recv()
-        except (EOFError, OSError):  # the caller is gone
-            return
-        if message is None:
-            return
-        try:
-            tag, positions = message
-            energies, forces = _evaluate_chunk(context, positions, max_energy_kj)
-            conn.send((tag, energies, forces))
-        except BaseException:  # noqa: BLE001
-            conn.send(("error", traceback.format_exc()))
+            for s, future in zip(starts, futures):
+                try:
+                    energies[s : s + size], forces[s : s + size] = future.result(self.timeout)
+                except (BrokenProcessPool, FutureTimeoutError):
+                    raise
+                except Exception as error:  # raised inside the worker (its traceback is in the message)
+                    raise RuntimeError(f"OpenMM worker raised {error}") from error
+        finally:
+            for future in futures:
+                future.cancel()  # no-op for chunks done or running
+        return energies, forces
 
-
-def _worker_program() -> str:
-    """Source of a worker: the three functions above, run by ``exec`` in the child.
-
-    The child then imports only numpy and OpenMM (not torch, nor this package), which makes a worker start
-    several times faster and smaller than unpickling ``_worker_main`` by reference would.
-    """
-    functions = "\n".join(inspect.getsource(f) for f in (_make_context, _evaluate_chunk, _worker_main))
-    prelude = "import math\nimport traceback\nfrom typing import Any\n\nimport numpy as np\n\n"
-    return prelude + functions + "\n_worker_main(*_worker_args)\n"
-
-
-def _shutdown(processes: list, connections: list, timeout: float = 5.0) -> None:
-    """Stop the workers: polite ``None``, then join with a timeout, then terminate and kill."""
-    for conn in connections:
-        try:
-            conn.send(None)
-        except (OSError, ValueError):
-            pass
-    for p in processes:
-        p.join(timeout)
-    for p in processes:
-        if p.is_alive():
-            p.terminate()
-            p.join(1.0)
-        if p.is_alive():
-            p.kill()
-            p.join(1.0)
-    for conn in connections:
-        conn.close()
-    processes.clear()
-    connections.clear()
+    def stop(self) -> None:
+        _stop_pool(self.executor, self.pids)
 
 
 class _EnergyWithForce(torch.autograd.Function):
@@ -157,11 +161,13 @@ class OpenMMEnergy(Energy):
     ``max_energy`` (kT) get ``u = +inf`` and zero force and are counted in ``n_invalid``.
 
     ``n_workers > 1`` evaluates contiguous chunks of at most ``chunk_size`` configurations (default: the batch split
-    evenly over the workers) in as many ``spawn``-ed processes, one ``Context`` on ``platform`` each; ``n_workers <=
-    1`` evaluates in-process.  Errors inside a worker are re-raised here with the worker's traceback; a worker
-    that dies or stays silent for ``timeout`` seconds raises ``RuntimeError``.  Use it as a context manager or call
-    :meth:`close`; workers are also stopped when the object is garbage collected or at interpreter exit.  As with
-    any ``spawn`` pool, a script that creates one at import time needs the ``if __name__ == "__main__":`` guard.
+    evenly over the workers) in a :class:`~concurrent.futures.ProcessPoolExecutor` of as many ``spawn``-ed
+    processes, one ``Context`` on ``platform`` each (``worker_pids``); ``n_workers <= 1`` evaluates in-process.
+    An error inside a worker is re-raised here as ``RuntimeError`` with the worker's message and traceback, and the
+    pool stays usable; a worker that fails to start, dies, or returns nothing for ``timeout`` seconds raises
+    ``RuntimeError`` and closes the pool. Use it as a context manager or call :meth:`close`; the workers are also
+    stopped when the object is garbage collected or at interpreter exit. As with any ``spawn`` pool, a script that
+    creates one at import time needs the ``if __name__ == "__main__":`` guard.
     """
 
     def __init__(
@@ -196,70 +202,31 @@ class OpenMMEnergy(Energy):
         self.n_workers = max(int(n_workers), 1)
         self.chunk_size = chunk_size
         self.timeout = float(timeout)
-        self._lock = threading.Lock()
-        self._tag = 0
-        self._processes: list = []
-        self._connections: list = []
-        args = (system_xml, platform, dict(platform_properties or {}), self.max_energy * self.kt)
+        properties = dict(platform_properties or {})
+        self._context, self._pool = None, None
         if self.n_workers == 1:
-            self._context = _make_context(*args[:3])
+            self._context = _openmm_worker.make_context(system_xml, platform, properties)
+            self._finalizer = weakref.finalize(self, lambda: None)
         else:
-            self._context = None
-            self._start_pool(args)
-        self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._connections)
+            self._pool = _WorkerPool(
+                self.n_workers, system_xml, platform, properties, self.max_energy * self.kt, self.timeout
+            )
+            self._finalizer = weakref.finalize(self, _stop_pool, self._pool.executor, self._pool.pids)
 
     # -- pool management ---------------------------------------------------------------------------------------
-    def _start_pool(self, args: tuple) -> None:
-        ctx = mp.get_context("spawn")
-        program = _worker_program()
-        for _ in range(self.n_workers):
-            parent, child = ctx.Pipe(duplex=True)
-            namespace = {"__name__": "bgflow_sci_openmm_worker", "_worker_args": (child, *args)}
-            p = ctx.Process(target=exec, args=(program, namespace), daemon=True)
-            p.start()
-            child.close()
-            self._processes.append(p)
-            self._connections.append(parent)
-        try:
-            for i in range(self.n_workers):
-                tag, payload = self._receive(i)[:2]
-                if tag == "error":
-                    raise RuntimeError(f"OpenMM worker {i} failed to start; worker traceback:\n{payload}")
-        except BaseException:
-            _shutdown(self._processes, self._connections)
-            raise
-
-    def _receive(self, i: int) -> tuple:
-        """Next message of worker ``i``; ``RuntimeError`` if it dies or stays silent for ``timeout`` seconds."""
-        conn, proc = self._connections[i], self._processes[i]
-        ready = wait([conn, proc.sentinel], self.timeout)
-        if conn in ready:
-            try:
-                return conn.recv()
-            except EOFError:
-                pass
-        if not ready:
-            raise RuntimeError(f"OpenMM worker {i} sent nothing for {self.timeout} s (timeout)")
-        proc.join(1.0)
-        raise RuntimeError(f"OpenMM worker {i} (pid {proc.pid}) died with exit code {proc.exitcode}")
-
-    def _send(self, i: int, message: Any) -> None:
-        """Send ``message`` to worker ``i``; ``RuntimeError`` if it is gone."""
-        try:
-            self._connections[i].send(message)
-        except (BrokenPipeError, ConnectionError, EOFError, OSError) as error:
-            proc = self._processes[i]
-            proc.join(1.0)
-            raise RuntimeError(f"OpenMM worker {i} (pid {proc.pid}) died with exit code {proc.exitcode}") from error
+    @property
+    def worker_pids(self) -> tuple[int, ...]:
+        """Process ids of the pool's workers (empty in-process or once closed)."""
+        return tuple(self._pool.pids) if self._pool is not None else ()
 
     @property
     def closed(self) -> bool:
-        return self._context is None and not self._processes
+        return self._context is None and self._pool is None
 
     def close(self) -> None:
         """Stop the worker processes (idempotent); the energy cannot be evaluated afterwards."""
         self._finalizer()
-        self._context = None
+        self._context, self._pool = None, None
 
     def __enter__(self) -> OpenMMEnergy:
         return self
@@ -272,48 +239,19 @@ class OpenMMEnergy(Energy):
         """Energies (kJ/mol, NaN if invalid) and forces (kJ/mol/nm) of ``positions`` ``(n, n_atoms, 3)`` float64."""
         if self.closed:
             raise RuntimeError("this OpenMMEnergy is closed")
-        max_kj = self.max_energy * self.kt
         if self._context is not None:
-            return _evaluate_chunk(self._context, positions, max_kj)
-        n = len(positions)
-        energies, forces = np.full(n, np.nan), np.zeros_like(positions)
-        if n == 0:
-            return energies, forces
-        size = self.chunk_size or -(-n // self.n_workers)
-        pending = [(start, min(start + size, n)) for start in range(0, n, size)][::-1]
-        with self._lock:
-            self._tag += 1
-            tag = self._tag
-            busy: dict[int, tuple[int, int]] = {}
-            try:
-                for i in range(self.n_workers):
-                    if pending:
-                        busy[i] = pending.pop()
-                        self._send(i, ((tag, busy[i][0]), positions[slice(*busy[i])]))
-                while busy:
-                    handles = [self._connections[i] for i in busy] + [self._processes[i].sentinel for i in busy]
-                    ready = wait(handles, self.timeout)
-                    if not ready:
-                        raise RuntimeError(f"OpenMM workers {sorted(busy)} sent nothing for {self.timeout} s (timeout)")
-                    for i in list(busy):
-                        if self._connections[i] not in ready and self._processes[i].sentinel not in ready:
-                            continue
-                        message = self._receive(i)  # raises if the worker died
-                        if message[0] == "error":
-                            raise RuntimeError(f"OpenMM worker {i} raised; worker traceback:\n{message[1]}")
-                        (t, start), e, f = message
-                        if t != tag or start != busy[i][0]:
-                            raise RuntimeError(f"OpenMM worker {i} answered out of order")
-                        stop = busy.pop(i)[1]
-                        energies[start:stop], forces[start:stop] = e, f
-                        if pending:
-                            busy[i] = pending.pop()
-                            self._send(i, ((tag, busy[i][0]), positions[slice(*busy[i])]))
-            except BaseException:
-                # the pool state is unknown (a worker may still be busy on a chunk): drop it
-                self.close()
-                raise
-        return energies, forces
+            return _openmm_worker.evaluate_chunk(self._context, positions, self.max_energy * self.kt)
+        if len(positions) == 0:
+            return np.full(0, np.nan), np.zeros_like(positions)
+        try:
+            return self._pool.evaluate(positions, self.chunk_size)
+        except BrokenProcessPool as error:
+            self.close()
+            raise RuntimeError(f"an OpenMM worker process died ({error}); the pool is closed") from error
+        except FutureTimeoutError as error:
+            self.close()
+            message = f"OpenMM workers sent nothing for {self.timeout} s (timeout); the pool is closed"
+            raise RuntimeError(message) from error
 
     def _compute(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Reduced energies ``(batch,)`` (NaN if invalid) and forces ``(batch, dim)`` (zero if invalid), like ``x``."""
@@ -326,9 +264,12 @@ class OpenMMEnergy(Energy):
     def _energy(self, x: Tensor) -> Tensor:
         return _EnergyWithForce.apply(x, self)
 
-    def energy_and_force(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def energy_and_force(self, x: Tensor, create_graph: bool = False) -> tuple[Tensor, Tensor]:
         """``(u, F)``: reduced energies ``(batch,)`` (``+inf`` if invalid) and forces ``(batch, dim)`` in kT/nm
-        (zero if invalid) from one OpenMM evaluation per configuration, without autograd."""
+        (zero if invalid) from one OpenMM evaluation per configuration, without autograd (overrides the autograd
+        default of :class:`Energy`; no second derivatives, so ``create_graph=True`` raises)."""
+        if create_graph:
+            raise NotImplementedError("OpenMMEnergy has no second derivatives (create_graph=True)")
         check_batch(x, self.dim)
         valid = finite_rows(x)
         u = torch.full((len(x),), math.nan, dtype=x.dtype, device=x.device)
@@ -337,12 +278,6 @@ class OpenMMEnergy(Energy):
         ok = valid & ~torch.isnan(u)
         self.n_invalid += (~ok).sum().to(self.n_invalid.device)
         return torch.where(ok, u, torch.full_like(u, math.inf)), torch.where(ok[:, None], f, torch.zeros_like(f))
-
-    def force(self, x: Tensor, create_graph: bool = False) -> Tensor:
-        """``-du/dx`` ``(batch, dim)`` in kT/nm from OpenMM's forces; zero for invalid rows (no second derivatives)."""
-        if create_graph:
-            raise NotImplementedError("OpenMMEnergy has no second derivatives (create_graph=True)")
-        return self.energy_and_force(x)[1]
 
     def extra_repr(self) -> str:
         return f"n_atoms={self.n_atoms}, temperature={self.temperature}, n_workers={self.n_workers}"

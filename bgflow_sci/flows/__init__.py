@@ -14,7 +14,7 @@ from .permutation import Permutation, Swap
 from .realnvp import neural_spline_flow, real_nvp
 from .smooth import RootFindingError, SmoothMixture
 from .splines import RationalQuadraticSpline, rational_quadratic_spline
-from .stochastic import InterpolatedEnergy, MetropolisMC, OverdampedLangevin, PositionsOnly, UnderdampedLangevin
+from .stochastic import MetropolisMC, OverdampedLangevinBlock, PositionsOnly, UnderdampedLangevinBlock
 from .transformers import Domain, Transformer
 
 __all__ = [
@@ -28,14 +28,13 @@ __all__ = [
     "Elementwise",
     "Flow",
     "Inverse",
-    "InterpolatedEnergy",
     "InternalCoordinates",
     "LULinear",
     "MADE",
     "MaskedAutoregressive",
     "MetropolisMC",
     "MLP",
-    "OverdampedLangevin",
+    "OverdampedLangevinBlock",
     "Permutation",
     "PositionsOnly",
     "RationalQuadraticSpline",
@@ -44,7 +43,7 @@ __all__ = [
     "SmoothMixture",
     "Swap",
     "Transformer",
-    "UnderdampedLangevin",
+    "UnderdampedLangevinBlock",
     "VectorField",
     "ZMatrix",
     "half_mask",

@@ -33,6 +33,18 @@ class Flow(nn.Module):
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # noqa: D102
         raise NotImplementedError
 
+    def transform(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``y = f(x)`` without the log-determinant (what sampling needs).
+
+        Defaults to ``self(x, context)[0]``; flows whose log-determinant is extra work beyond ``y`` (continuous
+        flows: the divergence integral) override it with a cheaper path that gives the same ``y``.
+        """
+        return self(x, context)[0]
+
+    def inverse_transform(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        """``x = f⁻¹(y)`` without the log-determinant; defaults to ``self.inverse(y, context)[0]``."""
+        return self.inverse(y, context)[0]
+
 
 class Sequential(Flow):
     """Composition ``f_n ∘ … ∘ f_1``: forward applies the flows in the given order, inverse in reverse."""
@@ -73,6 +85,16 @@ class Sequential(Flow):
             logdet = logdet + ld
         return y, logdet
 
+    def transform(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        for flow in self.flows:
+            x = _transform(flow, x, self._ctx(flow, context))
+        return x
+
+    def inverse_transform(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        for flow in reversed(self.flows):
+            y = _inverse_transform(flow, y, self._ctx(flow, context))
+        return y
+
 
 class Inverse(Flow):
     """The inverse of a flow: ``Inverse(f)(y) = f.inverse(y)``."""
@@ -88,6 +110,25 @@ class Inverse(Flow):
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.flow(y, context)
+
+    def transform(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return _inverse_transform(self.flow, x, context)
+
+    def inverse_transform(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        return _transform(self.flow, y, context)
+
+
+def _transform(flow: nn.Module, x: Tensor, context: Tensor | None) -> Tensor:
+    """``flow.transform`` for flows, ``flow(x, context)[0]`` for other modules with the flow signature."""
+    if isinstance(flow, Flow):
+        return flow.transform(x, context)
+    return flow(x, context)[0]
+
+
+def _inverse_transform(flow: nn.Module, y: Tensor, context: Tensor | None) -> Tensor:
+    if isinstance(flow, Flow):
+        return flow.inverse_transform(y, context)
+    return flow.inverse(y, context)[0]
 
 
 def zero_logdet(x: Tensor) -> Tensor:

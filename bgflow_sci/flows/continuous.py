@@ -8,7 +8,10 @@ Forward (latent ``x`` at ``t = 0`` -> sample ``y`` at ``t = 1``) solves jointly:
     dx/dt = v(t, x, c),        d ℓ/dt = ∇·v(t, x, c),        ℓ(0) = 0,
 
 so that ``ℓ(1) = log|det ∂y/∂x|`` (instantaneous change of variables).  The inverse integrates the same
-system from ``t = 1`` back to ``t = 0`` and returns ``ℓ = -log|det ∂y/∂x|``.  The divergence is exact (one
+system from ``t = 1`` back to ``t = 0`` and returns ``ℓ = -log|det ∂y/∂x|``.  When only ``y`` is wanted (sampling),
+:meth:`ContinuousFlow.transform` integrates ``dx/dt = v`` alone: one field evaluation per stage and no
+vector-Jacobian products, by a plain loop for the fixed-step solvers (the same steps as torchdiffeq's, so the
+same ``y``).  The divergence is exact (one
 vector-Jacobian product per dimension; right for small ``dim``) or Hutchinson's estimator ``εᵀ (∂v/∂x) ε``
 with Rademacher or Gaussian ``ε`` drawn once per solve (unbiased for the log-det, since the trajectory does
 not depend on ``ε``).
@@ -122,6 +125,54 @@ class _Dynamics(nn.Module):
         return v, div
 
 
+class _Velocity(nn.Module):
+    """The plain right-hand side ``x -> v(t, x, c)`` (sample-only path through torchdiffeq; counts NFE)."""
+
+    def __init__(self, flow: ContinuousFlow, context: Tensor | None):
+        super().__init__()
+        self.vector_field = flow.vector_field
+        self.flow = [flow]
+        self.context = context
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        self.flow[0].nfe += 1
+        return self.vector_field(t, x, self.context)
+
+
+_ONE_THIRD, _TWO_THIRDS = 1 / 3, 2 / 3
+_NFE_PER_STEP = {"euler": 1, "midpoint": 2, "rk4": 4}
+
+
+def _fixed_step(field: Callable[[Tensor, Tensor], Tensor], x: Tensor, times: Tensor, solver: str) -> Tensor:
+    """Integrate ``dx/dt = field(t, x)`` over the grid ``times`` with torchdiffeq's fixed-step tableaus.
+
+    euler ``x + h k₁``; midpoint ``x + h v(t + h/2, x + h/2 k₁)``; rk4 is torchdiffeq's ``"rk4"`` (the 3/8 rule,
+    ``x + h (k₁ + 3 k₂ + 3 k₃ + k₄) / 8``).  The arithmetic is written as torchdiffeq writes it, so ``y`` is the
+    same to rounding.  Step sizes and stage times are computed once, as tensors of the grid's dtype and device (no
+    host synchronisation); the loop itself is the field evaluations and the state updates.
+    """
+    t0s, hs = times[:-1], times[1:] - times[:-1]
+    if solver == "euler":
+        for t0, h in zip(t0s.unbind(), hs.unbind()):
+            x = x + h * field(t0, x)
+    elif solver == "midpoint":
+        halves = 0.5 * hs
+        for t0, h, half, t_mid in zip(t0s.unbind(), hs.unbind(), halves.unbind(), (t0s + halves).unbind()):
+            x = x + h * field(t_mid, x + field(t0, x) * half)
+    else:
+        stages = zip(
+            t0s.unbind(), hs.unbind(), (t0s + hs * _ONE_THIRD).unbind(), (t0s + hs * _TWO_THIRDS).unbind(),
+            times[1:].unbind(),
+        )  # fmt: skip
+        for t0, h, t13, t23, t1 in stages:
+            k1 = field(t0, x)
+            k2 = field(t13, x + h * k1 * _ONE_THIRD)
+            k3 = field(t23, x + h * (k2 - k1 * _ONE_THIRD))
+            k4 = field(t1, x + h * (k1 - k2 + k3))
+            x = x + (k1 + 3 * (k2 + k3) + k4) * h * 0.125
+    return x
+
+
 class ContinuousFlow(Flow):
     """Continuous normalizing flow ``y = x(1)`` with ``dx/dt = v(t, x, c)``, ``x(0)`` the latent input.
 
@@ -137,9 +188,13 @@ class ContinuousFlow(Flow):
         adjoint: use ``torchdiffeq.odeint_adjoint`` (memory O(1) in the number of steps); gradients then reach the
             vector field's parameters and the input state, not a context that requires grad.
 
-    After every ``forward`` or ``inverse`` call, ``nfe`` holds the number of vector-field evaluations of that solve
-    (adjoint backward passes add theirs on top).  A fixed-step solve is only approximately invertible (error
-    ``O(h^p)``); use ``dopri5`` with tight tolerances where ``inverse ∘ forward = id`` must hold to high precision.
+    After every ``forward``, ``inverse``, ``transform`` or ``inverse_transform`` call, ``nfe`` holds the number of
+    vector-field evaluations of that solve (adjoint backward passes add theirs on top).  ``transform`` /
+    ``inverse_transform`` return ``y`` / ``x`` alone and skip the divergence: with a fixed-step solver they run the
+    same steps as ``forward`` / ``inverse`` (same ``y`` to rounding) at the cost of ``NFE`` plain field evaluations;
+    with an adaptive solver the step sizes are chosen on ``x`` alone, so ``y`` agrees within the tolerances.  A
+    fixed-step solve is only approximately invertible (error ``O(h^p)``); use ``dopri5`` with tight tolerances where
+    ``inverse ∘ forward = id`` must hold to high precision.
     """
 
     def __init__(
@@ -214,6 +269,33 @@ class ContinuousFlow(Flow):
             xs, logdets = torchdiffeq.odeint(dynamics, state, t, **kwargs)
         return xs[-1], logdets[-1]
 
+    def _integrate_state(self, x: Tensor, context: Tensor | None, start: float, end: float) -> Tensor:
+        """``x(end)`` from ``x(start)`` without the divergence (the sample-only path)."""
+        check_batch(x, self.dim)
+        context = check_context(context, x.shape[0], self.context_dim)
+        self.nfe = 0
+        if x.shape[0] == 0:
+            return x.clone()
+        t = self._times(start, end, x)
+        use_adjoint = self.adjoint and torch.is_grad_enabled()
+        if self.solver in FIXED_STEP_SOLVERS and not use_adjoint:
+            # the field is called directly (a module wrapper per call costs ~10 µs, a few % of a small solve)
+            field = self.vector_field
+            y = _fixed_step(lambda t_i, x_i: field(t_i, x_i, context), x, t, self.solver)
+            self.nfe = self.n_steps * _NFE_PER_STEP[self.solver]
+            return y
+        import torchdiffeq
+
+        velocity = _Velocity(self, context)
+
+        kwargs = {"method": self.solver}
+        if self.solver not in FIXED_STEP_SOLVERS:
+            kwargs.update(atol=self.atol, rtol=self.rtol)
+        if use_adjoint:
+            params = tuple(p for p in self.vector_field.parameters() if p.requires_grad)
+            return torchdiffeq.odeint_adjoint(velocity, x, t, adjoint_params=params, **kwargs)[-1]
+        return torchdiffeq.odeint(velocity, x, t, **kwargs)[-1]
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Integrate latent ``x`` from ``t = 0`` to ``t = 1``; returns ``(y, log|det ∂y/∂x|)``."""
         return self._integrate(x, context, 0.0, 1.0)
@@ -221,6 +303,14 @@ class ContinuousFlow(Flow):
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Integrate sample ``y`` from ``t = 1`` back to ``t = 0``; returns ``(x, log|det ∂x/∂y|)``."""
         return self._integrate(y, context, 1.0, 0.0)
+
+    def transform(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``y = x(1)`` alone (sampling): integrates ``dx/dt = v`` without the divergence; differentiable."""
+        return self._integrate_state(x, context, 0.0, 1.0)
+
+    def inverse_transform(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        """``x = x(0)`` from ``y = x(1)`` alone, without the divergence."""
+        return self._integrate_state(y, context, 1.0, 0.0)
 
     def velocity(self, t: Tensor | float, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The vector field ``v(t, x, c)`` (what flow matching regresses)."""

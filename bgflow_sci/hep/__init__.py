@@ -42,11 +42,11 @@ _LAZY = {
     "fit_morphing": "morphing",
     "ConditionalDensityFlow": "quantile_flow",
     "FlowQuantileMorpher": "quantile_flow",
-    "ClassifierReweighter": "reweight",
-    "density_ratio_log_weights": "reweight",
-    "clip_weights": "reweight",
-    "effective_sample_size": "reweight",
-    "histogram_chi2": "reweight",
+    "ClassifierReweighter": "event_weights",
+    "density_ratio_log_weights": "event_weights",
+    "clip_weights": "event_weights",
+    "fit_ratio_flows": "event_weights",
+    "histogram_chi2": "event_weights",
 }
 
 __all__ = [
@@ -59,8 +59,8 @@ __all__ = [
     "MorphingObjective",
     "clip_weights",
     "density_ratio_log_weights",
-    "effective_sample_size",
     "fit_morphing",
+    "fit_ratio_flows",
     "histogram_chi2",
     "KINEMATICS",
     "ChainedQuantileMapper",

@@ -155,8 +155,9 @@ def read_tree(
         for the selected events.
 
     Raises:
-        FileNotFoundError: missing file.  ValueError: missing tree or branch, empty selection, all-NaN branch,
-        non-finite weights, jagged branches with a flat library -- each message names the file, tree and branch.
+        FileNotFoundError: missing file.
+        ValueError: missing tree or branch, empty selection, all-NaN branch, non-finite weights, jagged branches
+            with a flat library -- each message names the file, tree and branch.
     """
     if library not in _LIBRARIES:
         raise ValueError(f"library must be one of {_LIBRARIES}, got {library!r}")

@@ -48,6 +48,7 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -363,13 +364,18 @@ def fit_morphing(
     callback: Callable[[Trainer], None] | None = None,
     mmd_features: FeatureFn | None = None,
     feature_weight: float = 1.0,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
 ) -> MorphingResult:
     """Train ``model`` by MDMM: minimise the transport cost subject to ``MMD²/ε ≤ 1`` (see the module docstring).
 
     The Trainer logs ``loss/transport``, ``mmd/g`` (= MMD²/ε − 1), ``mmd/value`` (= MMD²/ε) and ``mmd/lambda`` every
     step (to ``log_path`` as JSON lines if given).  At the end the constraint is evaluated on ``n_eval_batches``
     fresh minibatch pairs (``result.final``, ``result.satisfied``).  ``mmd_features``/``feature_weight``: derived
-    physical features added to the MMD constraint (:class:`MorphingObjective`).
+    physical features added to the MMD constraint (:class:`MorphingObjective`). ``checkpoint_path``/
+    ``checkpoint_every``: resumable trainer checkpoints (:meth:`Trainer.save_checkpoint`); with ``resume`` and an
+    existing checkpoint the run continues from it and ends with the parameters of an uninterrupted run.
     """
     torch.manual_seed(seed)
     objective = MorphingObjective(
@@ -386,8 +392,12 @@ def fit_morphing(
         total_steps=steps,
         log_path=log_path,
         progress=progress,
+        checkpoint_path=checkpoint_path,
+        checkpoint_every=checkpoint_every,
     )
-    trainer.train(steps)
+    if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
+        trainer.load_checkpoint(checkpoint_path)
+    trainer.train(steps - trainer.step)
     if callback is not None:
         callback(trainer)
     model.eval()

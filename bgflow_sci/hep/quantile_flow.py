@@ -2,15 +2,15 @@
 
 Each sample gets its own conditional normalizing flow ``T: x ↦ z`` (a masked autoregressive chain in MAF mode, so
 density evaluation is one pass) with a standard normal latent, trained by maximum likelihood
-(:class:`~bgflow_sci.training.MaximumLikelihood` on a :class:`~bgflow_sci.BoltzmannGenerator` without target, the
-package's density model).  ``T_MC(· | c)`` maps MC at kinematics ``c`` to N(0, I) and ``T_data⁻¹(· | c)`` maps
+(:class:`~bgflow_sci.training.MaximumLikelihood` on a :class:`~bgflow_sci.DensityModel`, the package's prior + flow
+density model).  ``T_MC(· | c)`` maps MC at kinematics ``c`` to N(0, I) and ``T_data⁻¹(· | c)`` maps
 N(0, I) to data at the same ``c``, so the composition transports the MC conditional onto the data conditional: the
 multivariate generalisation of 1D conditional quantile mapping (in 1D with a monotone ``T`` it is exactly
 ``Q_data(F_MC(x | c) | c)``).  Unlike the MDMM morphing it is not the *minimal* such map: it is whatever the two
 flows' latent parameterisations happen to align (Knothe–Rosenblatt-like for autoregressive flows).
 
 Both flows share one :class:`~bgflow_sci.hep.preprocessing.PhysicsPreprocessor` (fitted on MC), so their
-densities live in the same coordinates -- needed for the density ratio in :mod:`bgflow_sci.hep.reweight`.
+densities live in the same coordinates -- needed for the density ratio in :mod:`bgflow_sci.hep.event_weights`.
 ``log_prob`` reports densities of the *physical* variables, ``log q(x) = log q_y(P(x)) + log|det ∂P/∂x|``; spike
 columns are dequantised first and contribute the density of the dequantised value (no Jacobian).
 """
@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..bg import BoltzmannGenerator
+from ..bg import DensityModel
 from ..distributions import Normal
+from ..io.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from ..training.losses import MaximumLikelihood
 from ..training.trainer import Trainer
 from .variable_model import VariableModel, _weights
@@ -61,7 +62,7 @@ class ConditionalDensityFlow(VariableModel):
     """Conditional density ``q(x | c)`` of named physics variables: preprocessing + MAF chain + N(0, I) latent.
 
     Args: as :class:`~bgflow_sci.hep.morphing.MorphingFlow` (``transformer`` defaults to ``"spline"``).
-    ``self.model`` is the :class:`~bgflow_sci.BoltzmannGenerator` ``(prior, flow)`` in preprocessed coordinates.
+    ``self.model`` is the :class:`~bgflow_sci.DensityModel` ``(prior, flow)`` in preprocessed coordinates.
     """
 
     def __init__(
@@ -80,7 +81,7 @@ class ConditionalDensityFlow(VariableModel):
     ):
         super().__init__(names, context_names, kinds, context_kinds)
         flow = self._build_flow("maf", transformer, n_layers, hidden, n_bins, bound, scale_bound, seed)
-        self.model = BoltzmannGenerator(Normal(self.dim), flow)
+        self.model = DensityModel(Normal(self.dim), flow)
 
     def config(self) -> dict[str, Any]:  # noqa: D102
         return dict(self._config)
@@ -252,22 +253,21 @@ class FlowQuantileMorpher:
         return out if isinstance(x, Tensor) else out.double().cpu().numpy()
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Both flows (configs, weights, shared preprocessing, variable names) in one file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Both flows (configs, weights, shared preprocessing, variable names) in one ``"quantile_morpher"``
+        checkpoint (:mod:`bgflow_sci.io`)."""
         blob = {
-            k: {"config": m.config(), "state_dict": {n: v.detach().cpu() for n, v in m.state_dict().items()}}
-            for k, m in (("mc", self.mc), ("data", self.data))
+            k: {"config": m.config(), "state_dict": m.state_dict()} for k, m in (("mc", self.mc), ("data", self.data))
         }
-        torch.save({"class": "FlowQuantileMorpher", **blob}, path)
-        return path
+        return save_checkpoint(path, "quantile_morpher", blob)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FlowQuantileMorpher:
-        """Inverse of :meth:`save`."""
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if blob.get("class") != "FlowQuantileMorpher":
-            raise ValueError(f"{str(path)!r} holds a {blob.get('class')!r}, not a FlowQuantileMorpher")
+        """Inverse of :meth:`save` (``weights_only``; a corrupt or foreign file raises
+        :class:`~bgflow_sci.io.CheckpointError` naming it)."""
+        try:
+            blob = load_checkpoint(path, "quantile_morpher")
+        except CheckpointError as err:
+            raise CheckpointError(f"{err} (not a FlowQuantileMorpher written by FlowQuantileMorpher.save)") from err
         models = []
         for k in ("mc", "data"):
             m = ConditionalDensityFlow(**blob[k]["config"])

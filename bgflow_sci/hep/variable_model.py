@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..flows import Affine, Domain, Flow, MaskedAutoregressive, Permutation, RationalQuadraticSpline, Sequential
+from ..io.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .preprocessing import PhysicsPreprocessor
 
 __all__ = ["VariableModel", "conditional_autoregressive_flow"]
@@ -26,9 +27,10 @@ __all__ = ["VariableModel", "conditional_autoregressive_flow"]
 
 def conditional_autoregressive_flow(
     dim: int,
+    n_layers: int = 4,
+    *,
     context_dim: int = 0,
     transformer: str = "affine",
-    n_layers: int = 4,
     hidden: Sequence[int] = (64, 64),
     mode: str = "iaf",
     n_bins: int = 8,
@@ -37,6 +39,9 @@ def conditional_autoregressive_flow(
     seed: int = 0,
 ) -> Sequential:
     """Chain ``MaskedAutoregressive → Permutation → … → MaskedAutoregressive → Permutation⁻¹(accumulated)``.
+
+    ``n_layers`` counts the autoregressive transforms (the permutations between them are not counted), the factory
+    convention of :mod:`bgflow_sci.flows.realnvp`.
 
     ``transformer``: ``"affine"`` (the paper's MAF chain) or ``"spline"`` (rational-quadratic, ``n_bins`` bins on
     ``[-bound, bound]``, identity tails).  ``mode="iaf"`` makes ``forward`` one pass (morphing), ``"maf"`` makes
@@ -139,7 +144,16 @@ class VariableModel(nn.Module):
             seed=seed,
         )
         return conditional_autoregressive_flow(
-            self.dim, self.context_dim, transformer, n_layers, hidden, mode, n_bins, bound, scale_bound, seed
+            self.dim,
+            n_layers,
+            context_dim=self.context_dim,
+            transformer=transformer,
+            hidden=hidden,
+            mode=mode,
+            n_bins=n_bins,
+            bound=bound,
+            scale_bound=scale_bound,
+            seed=seed,
         )
 
     @property
@@ -227,19 +241,20 @@ class VariableModel(nn.Module):
         raise NotImplementedError
 
     def save(self, path: str | os.PathLike) -> Path:
-        """``torch.save`` of ``{"class", "config", "state_dict"}`` (variable names and preprocessing included)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """A checkpoint of kind ``"variable_model"`` (:mod:`bgflow_sci.io`): class name, constructor ``config``
+        (variable names and preprocessing included) and weights, written atomically."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        torch.save({"class": type(self).__name__, "config": self.config(), "state_dict": state}, path)
-        return path
+        return save_checkpoint(
+            path, "variable_model", {"class": type(self).__name__, "config": self.config(), "state_dict": state}
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: Any = "cpu"):
-        """Rebuild a model written by :meth:`save` (``weights_only`` loading: no code is executed)."""
-        blob = torch.load(path, map_location=map_location, weights_only=True)
+        """Rebuild a model written by :meth:`save` (``weights_only`` loading: no code is executed); a corrupt or
+        foreign file raises :class:`~bgflow_sci.io.CheckpointError` naming it."""
+        blob = load_checkpoint(path, "variable_model", map_location=map_location)
         if blob.get("class") != cls.__name__:
-            raise ValueError(f"{str(path)!r} holds a {blob.get('class')!r}, not a {cls.__name__}")
+            raise CheckpointError(f"{str(path)!r} holds a {blob.get('class')!r}, not a {cls.__name__}")
         model = cls(**blob["config"])
         model.load_state_dict(blob["state_dict"])
         return model

@@ -1,4 +1,4 @@
-"""Chain diagnostics: integrated autocorrelation time (batched, FFT, Sokal's window) and effective sample size."""
+"""Chain diagnostics: integrated autocorrelation time (batched, FFT, Sokal's window) and ``ESS = n / τ_int``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,10 @@ def integrated_autocorrelation_time(x: Tensor, c: float = 5.0, average_chains: b
     return tau.to(x.dtype)
 
 
-def effective_sample_size(x: Tensor, c: float = 5.0) -> Tensor:
-    """``n_steps · n_chains / τ`` per trailing coordinate for ``x`` ``(n_steps, n_chains, ...)``."""
+def autocorrelation_ess(x: Tensor, c: float = 5.0) -> Tensor:
+    """Effective sample size of correlated chains, ``ESS = n / τ_int`` with ``n = n_steps · n_chains``, per trailing
+    coordinate of ``x`` ``(n_steps, n_chains, ...)``; ``τ_int`` from :func:`integrated_autocorrelation_time`.
+
+    A number of samples, not the Kish fraction of importance weights (:func:`bgflow_sci.reweighting.ess`).
+    """
     return x.shape[0] * x.shape[1] / integrated_autocorrelation_time(x, c)

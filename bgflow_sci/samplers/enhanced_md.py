@@ -414,21 +414,9 @@ def count_transitions(labels: Any, chain: Any = None) -> int:
 
 
 def write_trajectory(result: EnhancedMDResult, topology: Any, path: str | Path) -> Path:
-    """Write the frames of ``result`` with mdtraj; the format follows the suffix (``.dcd``, ``.h5``, ``.xtc``, ...).
+    """Write the frames of ``result`` (:func:`bgflow_sci.io.write_trajectory`; the format follows the suffix,
+    ``.dcd``, ``.h5``, ``.xtc``, ...). ``topology``: an ``mdtraj.Topology``, an ``openmm.app.Topology`` or a structure
+    file mdtraj reads (PDB). Frame times are the MD times in ps."""
+    from ..io import write_trajectory as write
 
-    ``topology``: an ``mdtraj.Topology``, an ``openmm.app.Topology`` or a structure file mdtraj reads (PDB).
-    Frame times are the MD times in ps.
-    """
-    import mdtraj
-
-    if isinstance(topology, (str, Path)):
-        topology = mdtraj.load_topology(str(topology))
-    elif not isinstance(topology, mdtraj.Topology):
-        topology = mdtraj.Topology.from_openmm(topology)
-    n_atoms = result.positions.shape[1]
-    if topology.n_atoms != n_atoms:
-        raise ValueError(f"the topology has {topology.n_atoms} atoms but the frames have {n_atoms}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mdtraj.Trajectory(result.positions, topology, time=result.time_ps).save(str(path))
-    return path
+    return write(result.positions, topology, path, time_ps=result.time_ps)

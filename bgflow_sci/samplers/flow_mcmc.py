@@ -246,7 +246,8 @@ class LatentEnergy(Energy):
     on ``u_Z`` samples the target after :meth:`push_forward`; a good flow makes ``u_Z`` nearly a standard normal,
     which local kernels mix fast in (Hoffman et al., "NeuTra-lizing bad geometry in HMC", 2019). ``flow``: a
     deterministic :class:`~bgflow_sci.flows.Flow` (latent -> sample, returning ``(x, log|det ∂f/∂z|)``) or a
-    :class:`~bgflow_sci.BoltzmannGenerator` (its flow, and its target unless ``target`` is given). Forces by autograd.
+    :class:`~bgflow_sci.BoltzmannGenerator` (its flow, and its target unless ``target`` is given). Forces by the
+    autograd default of :meth:`Energy.energy_and_force <bgflow_sci.energies.Energy.energy_and_force>`.
     """
 
     def __init__(self, flow, target=None):

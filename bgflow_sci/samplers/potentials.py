@@ -1,10 +1,12 @@
 """What a kernel samples: a reduced energy with its force, evaluated once per proposal and cached in the state.
 
-Any :class:`~bgflow_sci.energies.Energy` (or anything with ``energy(x) -> (batch,)``, such as a normalised
-:class:`~bgflow_sci.distributions.Distribution`, whose ``energy`` is ``-log p``) is wrapped as a :class:`Potential`.
+Any :class:`~bgflow_sci.energies.Energy` — or anything :func:`~bgflow_sci.energies.as_energy` makes one of, such as
+a normalised :class:`~bgflow_sci.distributions.Distribution`, whose ``energy`` is ``-log p`` — is wrapped as an
+:class:`EnergyPotential`, which takes energies and forces from :meth:`~bgflow_sci.energies.Energy.energy_and_force`.
 Two parametrised potentials serve the ensemble samplers: :class:`TemperedPotential` (``u(x) / T_row``, parallel
-tempering) and :class:`InterpolatedPotential` (``u_β = (1-β) u_0 + β u_1``, annealing). Both keep their unscaled
-components in ``ChainState.aux`` so that a change of temperature or ``β`` needs no new energy evaluation.
+tempering) and :class:`InterpolatedPotential` (``u_β = (1-β) u_0 + β u_1``, annealing, on the one
+:class:`~bgflow_sci.energies.InterpolatedEnergy`). Both keep their unscaled components in ``ChainState.aux`` so that a
+change of temperature or ``β`` needs no new energy evaluation.
 """
 
 from __future__ import annotations
@@ -13,41 +15,18 @@ import torch
 from torch import Tensor
 
 from .._checks import check_batch
-from ..energies.base import Energy
-from ..flows.stochastic import InterpolatedEnergy
+from ..energies.base import Energy, as_energy
+from ..energies.interpolated import InterpolatedEnergy
 from .state import ChainState
 
 
-def _nan_to_inf(u: Tensor) -> Tensor:
-    return torch.where(torch.isnan(u), torch.inf, u)
+def _finite_force(force: Tensor) -> Tensor:
+    """Non-finite force entries (a singular gradient at a finite energy) become 0.
 
-
-def energy_and_force(model, x: Tensor, need_force: bool = True) -> tuple[Tensor, Tensor | None]:
-    """``u(x)`` ``(batch,)`` and ``-du/dx`` ``(batch, dim)`` in one pass; non-finite energies become ``+inf``.
-
-    Uses ``model.energy_and_force`` when the model has one (e.g. OpenMM), an analytic ``force`` override of an
-    :class:`Energy`, and otherwise one autograd pass through ``model.energy``. Rows with infinite energy get zero force.
+    The drift of a proposal then stays a finite, deterministic function of the position, which is all that a
+    Metropolis-adjusted kernel needs to stay exact; rows of invalid energy already have zero force.
     """
-    if not need_force:
-        with torch.no_grad():
-            u = model.energy(x)
-        return _nan_to_inf(u), None
-    if hasattr(model, "energy_and_force"):
-        u, f = model.energy_and_force(x)
-    elif isinstance(model, Energy) and type(model).force is not Energy.force:
-        with torch.no_grad():
-            u = model.energy(x)
-        f = model.force(x)
-    else:
-        with torch.enable_grad():
-            x_ = x.detach().requires_grad_(True)
-            u = model.energy(x_)
-            ok = torch.isfinite(u)
-            (grad,) = torch.autograd.grad(torch.where(ok, u, torch.zeros_like(u)).sum(), x_, allow_unused=True)
-        f = -grad if grad is not None else torch.zeros_like(x)
-    u = _nan_to_inf(u.detach())
-    ok = torch.isfinite(u)[:, None] & torch.isfinite(f)
-    return u, torch.where(ok, f.detach(), torch.zeros_like(f))
+    return torch.where(torch.isfinite(force), force, torch.zeros_like(force))
 
 
 class Potential:
@@ -60,25 +39,29 @@ class Potential:
 
 
 class EnergyPotential(Potential):
-    """Sample ``exp(-u(x))`` for an energy (or anything with ``energy(x)``)."""
+    """Sample ``exp(-u(x))`` for an energy (anything :func:`~bgflow_sci.energies.as_energy` accepts).
+
+    Energies ``(batch,)`` are ``+inf`` for invalid rows; forces come from ``energy.energy_and_force`` (analytic where
+    the energy has it, one autograd pass otherwise) as constants, with non-finite entries set to zero.
+    """
 
     def __init__(self, energy):
-        self.model = energy
-        self.dim = int(energy.dim)
+        self.energy: Energy = as_energy(energy)
+        self.dim = self.energy.dim
 
     def evaluate(self, x: Tensor, need_force: bool = True) -> ChainState:
         check_batch(x, self.dim)
-        u, f = energy_and_force(self.model, x, need_force)
-        return ChainState(x=x, energy=u, force=f)
+        if not need_force:
+            with torch.no_grad():
+                return ChainState(x=x, energy=self.energy.energy(x))
+        u, f = self.energy.energy_and_force(x)
+        return ChainState(x=x, energy=u, force=_finite_force(f))
 
 
 def as_potential(target) -> Potential:
-    """Wrap an Energy (or Distribution) as a :class:`Potential`; pass potentials through."""
-    if isinstance(target, Potential):
-        return target
-    if not hasattr(target, "energy") or not hasattr(target, "dim"):
-        raise TypeError(f"a sampler target needs energy(x) and dim, got {type(target).__name__}")
-    return EnergyPotential(target)
+    """Pass a :class:`Potential` through; wrap anything else as an :class:`EnergyPotential` (``TypeError`` or
+    ``ValueError`` from :func:`~bgflow_sci.energies.as_energy` when it is not energy-like)."""
+    return target if isinstance(target, Potential) else EnergyPotential(target)
 
 
 class TemperedPotential(Potential):
@@ -112,34 +95,33 @@ class InterpolatedPotential(Potential):
     """``u_β(x) = (1 - β) u_0(x) + β u_1(x)``, the geometric path ``p_0^{1-β} p_1^β`` between two densities.
 
     ``u_0`` is typically a normalised prior's ``-log q`` (a Distribution), ``u_1`` the target energy (Neal 2001,
-    Annealed importance sampling). The path itself is the one of the stochastic flow layers,
-    :class:`~bgflow_sci.flows.InterpolatedEnergy` (``self.path``, with ``λ = β``), which also mixes the forces.
-    ``aux = (u (n, 2), forces (n, 2, dim))`` holds the two components, so that :meth:`set_beta` re-evaluates a state
-    at a new ``β`` for free and :meth:`components` gives ``u_1 - u_0``.
+    Annealed importance sampling); both are anything :func:`~bgflow_sci.energies.as_energy` accepts. The path is
+    :class:`~bgflow_sci.energies.InterpolatedEnergy` (``self.path``, with ``λ = β``), the energy of the stochastic
+    flow layers too, which mixes energies and forces. ``aux = (u (n, 2), forces (n, 2, dim))`` holds the two
+    components, so that :meth:`set_beta` re-evaluates a state at a new ``β`` for free and :meth:`components` gives
+    ``u_1 - u_0``.
     """
 
     def __init__(self, start, end, beta: float = 0.0):
-        self.start, self.end = as_potential(start), as_potential(end)
-        if self.start.dim != self.end.dim:
-            raise ValueError(f"start and end must have the same dim, got {self.start.dim} and {self.end.dim}")
-        self.dim = self.end.dim
-        self.path = InterpolatedEnergy(self._start_energy, self._end_energy, 0.0)
+        self.path = InterpolatedEnergy(start, end, 0.0)
         self.path.set_lambda(float(beta), "beta")
+        self.dim = self.path.dim
 
-    def _start_energy(self, x: Tensor) -> Tensor:
-        return self.start.evaluate(x, need_force=False).energy
+    @property
+    def start(self) -> Energy:
+        return self.path.start
 
-    def _end_energy(self, x: Tensor) -> Tensor:
-        return self.end.evaluate(x, need_force=False).energy
+    @property
+    def end(self) -> Energy:
+        return self.path.end
 
     @property
     def beta(self) -> float:
         return self.path.lam
 
     def evaluate(self, x: Tensor, need_force: bool = True) -> ChainState:
-        s0, s1 = self.start.evaluate(x, need_force), self.end.evaluate(x, need_force)
-        u = torch.stack([s0.energy.to(x.dtype), s1.energy.to(x.dtype)], dim=-1)
-        aux = (u,) if not need_force else (u, torch.stack([s0.force.to(x.dtype), s1.force.to(x.dtype)], dim=1))
+        u, f = self.path.components(x, need_force)
+        aux = (u,) if f is None else (u, _finite_force(f))
         return self._mix(ChainState(x=x, energy=u[:, 0], aux=aux))
 
     def _mix(self, state: ChainState) -> ChainState:

@@ -1,5 +1,6 @@
 """Losses and the one Trainer that drives every model of the package."""
 
+from .batches import BatchSource, as_batch_source
 from .flow_matching import FlowMatching, ot_pairing
 from .losses import ForceMatching, MaximumLikelihood, ReverseKL, linlog_cut
 from .mdmm import EqualityConstraint, InequalityConstraint, MDMMConstraint
@@ -8,6 +9,7 @@ from .recipes import ml_then_kl
 from .trainer import Trainer, read_metrics, seed_everything
 
 __all__ = [
+    "BatchSource",
     "EqualityConstraint",
     "FlowMatching",
     "ForceMatching",
@@ -18,6 +20,7 @@ __all__ = [
     "MultiScaleRBF",
     "ReverseKL",
     "Trainer",
+    "as_batch_source",
     "linlog_cut",
     "ml_then_kl",
     "mmd2",

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .._checks import check_batch
 from ..distributions import Distribution
+from .batches import BatchData, as_batch_source
 
 __all__ = ["FlowMatching", "ot_pairing"]
 
@@ -50,13 +51,17 @@ class FlowMatching:
             :class:`~bgflow_sci.flows.ContinuousFlow` (its ``vector_field`` is used).
         prior: source distribution of ``x₀`` (e.g. :class:`~bgflow_sci.distributions.Normal`); the same prior the
             trained flow is later sampled from.
-        data: ``(n, dim)`` samples of the target ``x₁``.
-        batch_size: minibatch size (data drawn with replacement).
+        data: ``(n, dim)`` samples of the target ``x₁`` (minibatches drawn with replacement); or any batch source of
+            :func:`~bgflow_sci.training.batches.as_batch_source` (a ``DataLoader``, a generator function, an iterator,
+            a sampler ``n -> batch`` such as ``target.sample_exact``) whose batches are ``x₁`` or ``(x₁, context)``
+            (or mappings with keys ``x``, ``context``); a batch of ``m`` rows is paired with ``m`` prior draws.
+        batch_size: minibatch size drawn from a tensor, or the ``n`` a sampler is called with.
         sigma: width ``σ`` of the Gaussian smoothing of the path (0: deterministic straight paths).
         coupling: ``"independent"`` (``x₀`` and ``x₁`` drawn independently) or ``"ot"``: the minibatch is re-paired
             by the exact optimal assignment of squared distances (:func:`ot_pairing`, a CPU op), giving straighter,
             less crossing paths that can be integrated with fewer steps.
-        context: optional ``(n, context_dim)`` conditioning aligned with ``data``; each ``x₁`` keeps its context.
+        context: optional ``(n, context_dim)`` conditioning aligned with a tensor ``data``; each ``x₁`` keeps its
+            context.
 
     With a context, ``"ot"`` pairs only rows that share the same context value: re-pairing across contexts would
     make ``x₀`` depend on ``c`` and bias the conditional flow, whereas any permutation inside a group of equal
@@ -64,11 +69,13 @@ class FlowMatching:
     coupling therefore reduces to the independent one.
     """
 
+    fields = ("x", "context")
+
     def __init__(
         self,
         vector_field: nn.Module,
         prior: Distribution,
-        data: Tensor,
+        data: BatchData,
         batch_size: int = 256,
         sigma: float = 0.0,
         coupling: Literal["independent", "ot"] = "independent",
@@ -76,13 +83,8 @@ class FlowMatching:
     ):
         field = getattr(vector_field, "vector_field", vector_field)
         dim = getattr(field, "dim", prior.dim)
-        check_batch(data, dim, "data")
         if prior.dim != dim:
             raise ValueError(f"prior has dim {prior.dim} but the vector field has dim {dim}")
-        if len(data) == 0:
-            raise ValueError("flow matching needs at least one data sample")
-        if not torch.isfinite(data).all():
-            raise ValueError(f"training data contain {int((~torch.isfinite(data)).any(-1).sum())} non-finite rows")
         if coupling not in ("independent", "ot"):
             raise ValueError(f"coupling must be 'independent' or 'ot', got {coupling!r}")
         if sigma < 0:
@@ -90,20 +92,34 @@ class FlowMatching:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         context_dim = getattr(field, "context_dim", 0)
-        if context is not None and (context.dim() != 2 or context.shape[0] != len(data)):
-            raise ValueError(f"context must have shape ({len(data)}, context_dim), got {tuple(context.shape)}")
-        if (context is None) != (context_dim == 0):
-            raise ValueError(f"the vector field takes context_dim={context_dim}, but context is {type(context)}")
+        if isinstance(data, Tensor):
+            check_batch(data, dim, "data")
+            if len(data) == 0:
+                raise ValueError("flow matching needs at least one data sample")
+            if not torch.isfinite(data).all():
+                raise ValueError(f"training data contain {int((~torch.isfinite(data)).any(-1).sum())} non-finite rows")
+            if context is not None and (context.dim() != 2 or context.shape[0] != len(data)):
+                raise ValueError(f"context must have shape ({len(data)}, context_dim), got {tuple(context.shape)}")
+            if (context is None) != (context_dim == 0):
+                raise ValueError(f"the vector field takes context_dim={context_dim}, but context is {type(context)}")
         self.vector_field, self.prior, self.data, self.context = field, prior, data, context
+        self.dim, self.context_dim = dim, context_dim
         self.batch_size, self.sigma, self.coupling = batch_size, float(sigma), coupling
+        self.batches = as_batch_source(data, batch_size, self.fields, {"context": context})
 
     def sample_pairs(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """One minibatch ``(x₀, x₁, c)`` with the configured coupling."""
-        idx = torch.randint(len(self.data), (self.batch_size,), device=self.data.device)
-        x1 = self.data[idx]
-        ctx = None if self.context is None else self.context[idx]
+        batch = self.batches()
+        x1, ctx = batch["x"], batch["context"]
+        if self.batches.streamed:
+            check_batch(x1, self.dim, "data batch")
+            if (ctx is None) != (self.context_dim == 0):
+                raise ValueError(
+                    f"the vector field takes context_dim={self.context_dim}, but a batch's context is "
+                    f"{type(ctx).__name__}"
+                )
         prior_ctx = ctx if getattr(self.prior, "context_dim", 0) > 0 else None
-        x0 = self.prior.sample(self.batch_size, prior_ctx).to(x1)
+        x0 = self.prior.sample(len(x1), prior_ctx).to(x1)
         if self.coupling == "ot":
             x0 = self._ot_permute(x0, x1, ctx)
         return x0, x1, ctx
@@ -127,7 +143,7 @@ class FlowMatching:
 
     def __call__(self) -> Tensor:
         x0, x1, ctx = self.sample_pairs()
-        t = torch.rand(self.batch_size, 1, dtype=x1.dtype, device=x1.device)
+        t = torch.rand(len(x1), 1, dtype=x1.dtype, device=x1.device)
         x_t = (1 - t) * x0 + t * x1
         if self.sigma > 0:
             x_t = x_t + self.sigma * torch.randn_like(x_t)

@@ -1,7 +1,9 @@
 """Training objectives for flows and Boltzmann generators, as zero-argument callables for :class:`Trainer`.
 
-Each loss draws its own minibatch with the global torch RNG (so checkpoints that store RNG states
-resume exactly) and returns a scalar tensor.
+Each loss draws its own minibatch and returns a scalar tensor.  Data losses read their data through
+:func:`~bgflow_sci.training.batches.as_batch_source`: from a fixed tensor with the global torch RNG (so checkpoints
+that store RNG states resume exactly), or from an iterable, iterator or sampler of batches (whose own state a
+checkpoint does not hold).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from torch import Tensor
 
 from .._checks import check_batch
 from ..distributions import Distribution
-from ..energies import Energy
+from ..energies import Energy, as_energy
 from ..reweighting.weights import ess_tensor
+from .batches import BatchData, as_batch_source
 
 
 def linlog_cut(u: Tensor, cutoff: float) -> Tensor:
@@ -23,25 +26,55 @@ def linlog_cut(u: Tensor, cutoff: float) -> Tensor:
 class MaximumLikelihood:
     """Forward KL / maximum likelihood on data: ``E_data[-log q(x)]`` (nats per sample).
 
+    With weights the batch loss is the self-normalised weighted mean ``Σ_b w_b (-log q(x_b)) / Σ_b w_b``
+    (e.g. reweighted or biased simulation data).
+
     Args:
         model: any Distribution (a ``BoltzmannGenerator`` or a density flow).
-        data: ``(n, dim)`` training samples (MD frames, exact samples).
-        batch_size: minibatch size, drawn with replacement.
-        context: optional ``(n, context_dim)`` conditioning aligned with ``data``.
+        data: ``(n, dim)`` training samples (MD frames, exact samples), drawn as minibatches with replacement; or
+            any batch source of :func:`~bgflow_sci.training.batches.as_batch_source` (a ``DataLoader``, a generator
+            function, an iterator, a sampler ``n -> batch``) whose batches are ``x``, ``(x, weights)`` or
+            ``(x, weights, context)`` (``None`` for an absent part) or mappings with these keys.
+        batch_size: minibatch size drawn from a tensor, or the ``n`` a sampler is called with.
+        context: optional ``(n, context_dim)`` conditioning aligned with a tensor ``data``.
+        weights: optional ``(n,)`` non-negative per-sample weights aligned with a tensor ``data``.
     """
 
-    def __init__(self, model: Distribution, data: Tensor, batch_size: int = 256, context: Tensor | None = None):
-        check_batch(data, model.dim, "data")
-        if len(data) == 0:
-            raise ValueError("maximum likelihood needs at least one data sample")
-        if not torch.isfinite(data).all():
-            raise ValueError(f"training data contain {int((~torch.isfinite(data)).any(-1).sum())} non-finite rows")
-        self.model, self.data, self.batch_size, self.context = model, data, batch_size, context
+    fields = ("x", "weights", "context")
+
+    def __init__(
+        self,
+        model: Distribution,
+        data: BatchData,
+        batch_size: int = 256,
+        context: Tensor | None = None,
+        weights: Tensor | None = None,
+    ):
+        if isinstance(data, Tensor):
+            check_batch(data, model.dim, "data")
+            if len(data) == 0:
+                raise ValueError("maximum likelihood needs at least one data sample")
+            if not torch.isfinite(data).all():
+                raise ValueError(f"training data contain {int((~torch.isfinite(data)).any(-1).sum())} non-finite rows")
+            if weights is not None and (weights.shape != (len(data),) or not bool((weights >= 0).all())):
+                raise ValueError(f"weights must be non-negative with shape ({len(data)},), got {tuple(weights.shape)}")
+        self.model, self.data, self.batch_size, self.context, self.weights = model, data, batch_size, context, weights
+        self.batches = as_batch_source(data, batch_size, self.fields, {"weights": weights, "context": context})
 
     def __call__(self) -> Tensor:
-        idx = torch.randint(len(self.data), (self.batch_size,), device=self.data.device)
-        ctx = None if self.context is None else self.context[idx]
-        return -self.model.log_prob(self.data[idx], ctx).mean()
+        batch = self.batches()
+        x, w = batch["x"], batch["weights"]
+        if self.batches.streamed:
+            check_batch(x, self.model.dim, "data batch")
+            if w is not None and w.shape != (len(x),):
+                raise ValueError(
+                    f"a batch's weights must have shape ({len(x)},), got {tuple(w.shape)}; batches are "
+                    "(x, weights, context): pass (x, None, context) or a mapping {'x': ..., 'context': ...}"
+                )
+        log_q = self.model.log_prob(x, batch["context"])
+        if w is None:
+            return -log_q.mean()
+        return -(w * log_q).sum() / w.sum()
 
 
 class ReverseKL:
@@ -106,42 +139,57 @@ class ForceMatching:
 
     Args:
         model: a density model with ``log_prob(x, context)`` and ``dim`` (e.g. a ``BoltzmannGenerator``).
-        positions: ``(n, dim)`` configurations.
-        forces_kT: ``(n, dim)`` reference forces divided by kT.
+        positions: ``(n, dim)`` configurations; or a batch source of
+            :func:`~bgflow_sci.training.batches.as_batch_source` (a ``DataLoader``, a generator function, an
+            iterator, a sampler ``n -> batch``, e.g. an MD run reporting forces) whose batches are
+            ``(x, forces_kT)`` or ``(x, forces_kT, context)``, or mappings with keys ``x``, ``forces``, ``context``.
+        forces_kT: ``(n, dim)`` reference forces divided by kT, aligned with a tensor ``positions`` (``None`` when
+            the batches carry them).
         batch_size: minibatch size, drawn with replacement; ``None`` uses every sample in order.
-        context: optional ``(n, context_dim)`` conditioning aligned with ``positions``.
+        context: optional ``(n, context_dim)`` conditioning aligned with a tensor ``positions``.
     """
+
+    fields = ("x", "forces", "context")
 
     def __init__(
         self,
         model: Distribution,
-        positions: Tensor,
-        forces_kT: Tensor,
+        positions: BatchData,
+        forces_kT: Tensor | None = None,
         batch_size: int | None = 256,
         context: Tensor | None = None,
     ):
-        check_batch(positions, model.dim, "positions")
-        check_batch(forces_kT, model.dim, "forces_kT")
-        if len(positions) == 0 or len(forces_kT) != len(positions):
-            raise ValueError(
-                f"positions and forces_kT must hold the same positive number of rows, got "
-                f"{len(positions)} and {len(forces_kT)}"
-            )
-        if not (torch.isfinite(positions).all() and torch.isfinite(forces_kT).all()):
-            raise ValueError("positions and forces_kT must be finite")
-        if context is not None and len(context) != len(positions):
-            raise ValueError(f"context must have {len(positions)} rows, got {len(context)}")
+        if isinstance(positions, Tensor):
+            if forces_kT is None:
+                raise ValueError("forces_kT are needed with a tensor of positions")
+            check_batch(positions, model.dim, "positions")
+            check_batch(forces_kT, model.dim, "forces_kT")
+            if len(positions) == 0 or len(forces_kT) != len(positions):
+                raise ValueError(
+                    f"positions and forces_kT must hold the same positive number of rows, got "
+                    f"{len(positions)} and {len(forces_kT)}"
+                )
+            if not (torch.isfinite(positions).all() and torch.isfinite(forces_kT).all()):
+                raise ValueError("positions and forces_kT must be finite")
+            if context is not None and len(context) != len(positions):
+                raise ValueError(f"context must have {len(positions)} rows, got {len(context)}")
         self.model, self.positions, self.forces, self.batch_size = model, positions, forces_kT, batch_size
         self.context = context
+        self.batches = as_batch_source(
+            positions, batch_size, self.fields, {"forces": forces_kT, "context": context}, name="positions"
+        )
 
     def __call__(self) -> Tensor:
-        if self.batch_size is None:
-            x, f_ref, ctx = self.positions, self.forces, self.context
-        else:
-            idx = torch.randint(len(self.positions), (self.batch_size,), device=self.positions.device)
-            x, f_ref = self.positions[idx], self.forces[idx]
-            ctx = None if self.context is None else self.context[idx]
-        x = x.detach().clone().requires_grad_(True)
-        log_q = self.model.log_prob(x, ctx)
-        (model_force,) = torch.autograd.grad(log_q.sum(), x, create_graph=True)
+        batch = self.batches()
+        x, f_ref, ctx = batch["x"], batch["forces"], batch["context"]
+        if self.batches.streamed:
+            check_batch(x, self.model.dim, "positions batch")
+            if f_ref is None:
+                raise ValueError("force matching needs batches (x, forces_kT[, context]); this batch has no forces")
+            check_batch(f_ref, self.model.dim, "forces batch")
+            if len(f_ref) != len(x):
+                raise ValueError(f"a batch holds {len(x)} positions but {len(f_ref)} forces")
+        # the model's force ∇ log q(x) = -∇(-log q): the one autograd force of the package, kept differentiable
+        model_energy = as_energy(lambda y: -self.model.log_prob(y, ctx), self.model.dim)
+        _, model_force = model_energy.energy_and_force(x.detach().clone().requires_grad_(True), create_graph=True)
         return (model_force - f_ref).pow(2).sum(-1).mean()

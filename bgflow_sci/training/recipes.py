@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
-
 from ..energies import Energy
+from .batches import BatchData
 from .losses import MaximumLikelihood, ReverseKL
 from .trainer import Trainer
 
 
 def ml_then_kl(
     bg,
-    data: Tensor,
+    data: BatchData,
     ml_steps: int,
     kl_steps: int,
     batch_size: int = 256,
@@ -31,7 +30,9 @@ def ml_then_kl(
     ``E_q[u(x) + log q(x)] + ml_anchor * (-log q(x_data))`` (the anchor keeps the flow from dropping
     metastable states that reverse KL alone would lose).  ``kl_target`` replaces ``u`` in the KL term (e.g. a
     :class:`~bgflow_sci.energies.BiasedEnergy` that lifts a rare basin; the generator's exact target still gives the
-    importance weights).  Returns the :class:`Trainer` (call ``train``).
+    importance weights).  ``data`` is a tensor of samples or any batch source of
+    :func:`~bgflow_sci.training.batches.as_batch_source` (as :class:`MaximumLikelihood` takes it).  Returns the
+    :class:`Trainer` (call ``train``).
     """
     losses = {"ml": MaximumLikelihood(bg, data, batch_size)}
     if kl_steps > 0:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..io.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .mdmm import EqualityConstraint
 
 __all__ = [
@@ -47,24 +48,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
-    state["python"] = random.getstate()
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available():
-        n = min(len(cuda), torch.cuda.device_count())
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda[:n]])
 
 
 @runtime_checkable
@@ -336,7 +319,6 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (model, optimizer, scheduler, multipliers, RNG states, counters)."""
         return {
-            "format": "bgflow_sci.Trainer/1",
             "step": self.step,
             "n_skipped": self.n_skipped,
             "consecutive_skips": self.consecutive_skips,
@@ -345,7 +327,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "constraints": {name: c.state_dict() for name, c in self.constraints.items()},
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "config": self.config,
             "history": list(self.history),
         }
@@ -364,24 +346,20 @@ class Trainer:
         self.history = list(state.get("history", []))
         if state.get("config", {}) != self.config:
             warnings.warn("checkpoint config differs from this trainer's config", UserWarning, stacklevel=2)
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        """Write :meth:`state_dict` with ``torch.save`` (atomically: temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        """Write :meth:`state_dict` as a ``"trainer"`` checkpoint (:mod:`bgflow_sci.io.checkpoints`, atomic)."""
+        save_checkpoint(path, "trainer", self.state_dict())
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Resume from :meth:`save_checkpoint` output.
 
-        Uses ``torch.load(weights_only=False)`` (the checkpoint holds numpy/python RNG states), which can run
-        arbitrary code: only load checkpoints you trust.  Tensors are mapped to CPU first and copied to the
-        model's and optimizer's devices.
+        Loaded with ``weights_only=True`` (plain types and tensors only: a foreign file cannot run code; a corrupt
+        one raises :class:`~bgflow_sci.io.CheckpointError` naming it). Tensors are mapped to CPU first and copied
+        to the model's and optimizer's devices.
         """
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+        self.load_state_dict(load_checkpoint(path, "trainer"))
 
 
 def _postfix(record: Mapping[str, Any]) -> dict[str, str]:

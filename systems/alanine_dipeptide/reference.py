@@ -13,10 +13,10 @@ Plain MD: unweighted frames, so ``F(s) = -log p(s)`` (kT) from :func:`bgflow_sci
 ``ΔF = F(φ > 0) - F(φ < 0) = -log N(φ > 0) + log N(φ < 0)`` from
 :func:`bgflow_sci.reweighting.free_energy_difference` (``log_w=None``).  Consecutive frames (1 ps apart) are
 correlated, so the iid bootstrap of those functions underestimates the error; the errors stored here come from a
-block bootstrap (Künsch 1989): each chain is cut into contiguous blocks of ``--block-ps``, the blocks are resampled
-with replacement, and the estimators are recomputed from the summed per-block counts.  The JSON also lists the
-ΔF error for a range of block lengths (it should plateau once blocks are longer than the correlation time) and
-the iid bootstrap error for comparison.
+block bootstrap (Künsch 1989; :func:`bgflow_sci.reweighting.block_bootstrap_sums`): each chain is cut into
+contiguous blocks of ``--block-ps``, the blocks are resampled with replacement, and the estimators are recomputed
+from the summed per-block counts.  The JSON also lists the ΔF error for a range of block lengths (it should
+plateau once blocks are longer than the correlation time) and the iid bootstrap error for comparison.
 """
 
 from __future__ import annotations
@@ -33,43 +33,26 @@ from torch import Tensor
 from umbrella import periodic_bias  # same folder: the bias the windows were run with
 
 from bgflow_sci.reweighting import (
-    bootstrap,
+    block_bootstrap,
+    block_bootstrap_sums,
     bootstrap_std,
+    contiguous_blocks,
     free_energy_difference,
     free_energy_profile,
     mbar_free_energies,
     mbar_log_weights,
 )
-from bgflow_sci.systems import load_system
+from bgflow_sci.workflows.systems import load_system
 
 HERE = Path(__file__).resolve().parent
 
 
-def block_counts(
-    index: np.ndarray, chain: np.ndarray, n_bins: int, block: int, weights: np.ndarray | None = None
-) -> np.ndarray:
-    """Counts ``(n_blocks, n_bins)`` of ``index`` (bin of each frame) in contiguous blocks of ``block`` frames
-    within each chain (a chain's incomplete last block is dropped); with ``weights``, the sums of the frames'
-    weights instead of counts."""
-    rows = []
-    for c in np.unique(chain):
-        idx = index[chain == c]
-        w = None if weights is None else weights[chain == c]
-        n_blocks = len(idx) // block
-        if n_blocks:
-            blocks = idx[: n_blocks * block].reshape(n_blocks, block)
-            w_blocks = [None] * n_blocks if w is None else w[: n_blocks * block].reshape(n_blocks, block)
-            rows.append(np.stack([np.bincount(b, wb, minlength=n_bins) for b, wb in zip(blocks, w_blocks)]))
-    return np.concatenate(rows) if rows else np.zeros((0, n_bins), dtype=np.int64)
-
-
 def block_bootstrap_delta_f(positive: np.ndarray, chain: np.ndarray, block: int, n_bootstrap: int, seed: int):
     """Block-bootstrap standard error of ``ΔF = -log N(φ > 0) + log N(φ < 0)``; also the number of blocks."""
-    counts = torch.as_tensor(block_counts(positive.astype(np.int64), chain, 2, block), dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    reps = bootstrap(lambda r: counts[r].sum(1), len(counts), n_bootstrap, gen)
-    delta = torch.log(reps[:, 0]) - torch.log(reps[:, 1])
-    return float(bootstrap_std(delta)), len(counts)
+    sides = torch.as_tensor(np.stack([~positive, positive], 1), dtype=torch.float64)  # (frames, 2): φ <= 0, φ > 0
+    counts = block_bootstrap_sums(sides, chain, block, n_bootstrap, torch.Generator().manual_seed(seed))
+    delta = torch.log(counts[:, 0]) - torch.log(counts[:, 1])
+    return float(bootstrap_std(delta)), len(contiguous_blocks(chain, block))
 
 
 def profile_error(replicates: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -87,30 +70,24 @@ def profile_error(replicates: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def block_bootstrap_profile(index, chain, n_bins, log_width, f_ref, block, n_bootstrap, seed) -> np.ndarray:
-    """Block-bootstrap error of the profile (:func:`profile_error` of the replicates)."""
-    counts = torch.as_tensor(block_counts(index, chain, n_bins, block), dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    reps = bootstrap(lambda r: torch.as_tensor(log_width) - torch.log(counts[r].sum(1)), len(counts), n_bootstrap, gen)
-    return profile_error(reps.numpy(), f_ref)
+    """Block-bootstrap error of the profile (:func:`profile_error` of the replicates); ``index``: bin of each frame."""
+    one_hot = torch.nn.functional.one_hot(torch.as_tensor(index), n_bins).double()
+    counts = block_bootstrap_sums(one_hot, chain, block, n_bootstrap, torch.Generator().manual_seed(seed))
+    return profile_error((torch.as_tensor(log_width) - torch.log(counts)).numpy(), f_ref)
 
 
 def umbrella_reference(
-    ad,
-    solvent: str,
-    bins: int,
-    block_ps: float,
-    n_bootstrap: int,
-    seed: int,
-    two_d: bool = True,
-    bin_deg: float | None = None,
+    ad, solvent: str, bins: int, block_ps: float, n_bootstrap: int, seed: int, two_d: bool = True
 ) -> dict | None:
     """MBAR over the umbrella windows: ΔF and the φ profile with block-bootstrap errors (blocks of ``block_ps``
     resampled within each window, MBAR re-solved per replicate).
 
     ``two_d``: the (φ, ψ) grid of ``umbrella2d_<solvent>.npz``, else the φ windows of ``umbrella_<solvent>.npz``.
-    The biases depend on the restrained torsions only, so MBAR runs on fine bins of them (``bin_deg``, default 0.1°
-    in 1D and 2° × 2° in 2D; only occupied bins), i.e. WHAM, exact up to the bin width. Also returns the log
-    weights of the stored position frames (``frame_log_weights``, normalised), for reweighting or training.
+    MBAR (pymbar, :func:`bgflow_sci.reweighting.mbar_free_energies`) runs on every stored φ/ψ sample: the
+    ``(windows, samples)`` matrix of the biases, 8 bytes each (a 60-window 1D run: 90 MB; the 24 × 24 grid of
+    ``umbrella.py``: 1 GB). Also returns MBAR's window free energies with their asymptotic errors (which assume
+    uncorrelated samples) and the log weights of the stored position frames (``frame_log_weights``, normalised),
+    for reweighting or training.
     """
     path = ad.DATA_DIR / f"umbrella{'2d' if two_d else ''}_{solvent}.npz"
     if not path.exists():
@@ -122,29 +99,11 @@ def umbrella_reference(
     meta = json.loads(path.with_suffix(".json").read_text())
     n_windows, m = phi_kn.shape
     phi = phi_kn.reshape(-1)
-    cv = np.stack([phi, psi_kn.reshape(-1)], 1) if centers.ndim == 2 else phi[:, None]
-    n_fine = round(360 / (bin_deg or (0.1 if cv.shape[1] == 1 else 2.0)))
-    fine_edges = np.linspace(-np.pi, np.pi, n_fine + 1)
-    mid = 0.5 * (fine_edges[1:] + fine_edges[:-1])
-
-    def fine_bin(values: np.ndarray) -> np.ndarray:
-        per_dim = np.clip(np.searchsorted(fine_edges, values, side="right") - 1, 0, n_fine - 1)
-        return np.ravel_multi_index(tuple(per_dim.T), (n_fine,) * values.shape[1])
-
-    occupied, inverse = np.unique(fine_bin(cv), return_inverse=True)
-    mid_occ = np.stack([mid[i] for i in np.unravel_index(occupied, (n_fine,) * cv.shape[1])], 1)
-    bias = torch.as_tensor(periodic_bias(mid_occ if centers.ndim == 2 else mid_occ[:, 0], centers, kappa) / kt)
-    fine_t = torch.as_tensor(inverse.reshape(-1))
-    n_k = torch.full((n_windows,), m)
-
-    def solve(index: Tensor, initial: Tensor | None = None, tol: float = 1e-10) -> tuple[Tensor, Tensor]:
-        counts = torch.bincount(fine_t[index], minlength=len(occupied)).double()
-        f_k = mbar_free_energies(bias, n_k, initial=initial, counts=counts, tol=tol)
-        return f_k, mbar_log_weights(bias, n_k, f_k, counts=counts)
-
-    everything = torch.arange(len(phi))
-    f_k, log_w_bins = solve(everything)
-    log_w = log_w_bins[fine_t]
+    cv = np.stack([phi, psi_kn.reshape(-1)], 1) if centers.ndim == 2 else phi
+    bias = torch.as_tensor(periodic_bias(cv, centers, kappa) / kt)  # (windows, samples), kT
+    window = torch.arange(n_windows).repeat_interleave(m)  # window of each sample
+    mbar = mbar_free_energies(bias, torch.full((n_windows,), m))
+    log_w = mbar_log_weights(bias, torch.full((n_windows,), m), mbar.free_energy)  # unbiased state
     phi_t = torch.as_tensor(phi)
     edges = torch.linspace(-math.pi, math.pi, bins + 1, dtype=torch.float64)
     regions = {
@@ -152,35 +111,35 @@ def umbrella_reference(
         "basin": (~ad.in_alpha_l_basin(phi_t), ad.in_alpha_l_basin(phi_t)),
     }
 
-    def estimates(lw: Tensor, index: Tensor) -> tuple[list[float], Tensor]:
+    def estimates(lw: Tensor, index: Tensor) -> Tensor:
+        """ΔF of each region, then the profile, of the samples ``index`` with log weights ``lw``."""
         dfs = [free_energy_difference(lw, a[index], b[index], n_bootstrap=0).value for a, b in regions.values()]
         prof = free_energy_profile(phi_t[index], lw, edges, n_bootstrap=0)
-        return dfs, prof.free_energy
+        return torch.cat([torch.tensor(dfs, dtype=torch.float64), prof.free_energy])
 
-    dfs, profile = estimates(log_w, everything)
+    def replicates(idx: Tensor) -> Tensor:
+        """MBAR re-solved on each resample (row of ``idx``, windows keep their sample counts), then the estimates."""
+        rows = []
+        for index in idx:
+            u, n_k = bias[:, index], torch.bincount(window[index], minlength=n_windows)
+            f_k = mbar_free_energies(u, n_k, initial=mbar.free_energy, compute_uncertainty=False).free_energy
+            rows.append(estimates(mbar_log_weights(u, n_k, f_k), index))
+        return torch.stack(rows) if rows else torch.zeros((0, len(regions) + bins), dtype=torch.float64)
+
+    full = estimates(log_w, torch.arange(len(phi)))
+    dfs, profile = full[: len(regions)].tolist(), full[len(regions) :]
     sample_fs = float(meta["sample_fs"])
     block = max(1, round(block_ps * 1000 / sample_fs))
-    n_blocks = m // block
     gen = torch.Generator().manual_seed(seed)
-    rep_df, rep_prof = [], []
-    for _ in range(n_bootstrap):
-        pick = torch.randint(n_blocks, (n_windows, n_blocks), generator=gen)
-        idx = (pick[..., None] * block + torch.arange(block)).reshape(n_windows, -1)
-        index = (idx + torch.arange(n_windows)[:, None] * m).reshape(-1)
-        _, lw_bins = solve(index, initial=f_k, tol=1e-8)
-        d_r, p_r = estimates(lw_bins[fine_t[index]], index)
-        rep_df.append(d_r)
-        rep_prof.append(p_r)
-    rep_df_t = torch.tensor(rep_df, dtype=torch.float64).reshape(-1, len(regions))
+    reps = block_bootstrap(replicates, window, block, n_bootstrap, gen, within_chains=True)
+    rep_df_t, rep_prof = reps[:, : len(regions)], reps[:, len(regions) :]
     prof_err = torch.as_tensor(
-        profile_error(torch.stack(rep_prof).numpy(), profile.numpy()) if rep_prof else np.full(len(profile), np.nan)
+        profile_error(rep_prof.numpy(), profile.numpy()) if n_bootstrap else np.full(len(profile), np.nan)
     )
     # log weights of the stored position frames (the frames are every `frame_every`-th φ/ψ sample of a window)
     frame_every = m // frames.shape[1]
-    frame_cv = cv.reshape(n_windows, m, -1)[:, frame_every - 1 :: frame_every].reshape(-1, cv.shape[1])
-    frame_bins = np.searchsorted(occupied, fine_bin(frame_cv))
-    frame_log_w = log_w_bins[torch.as_tensor(np.clip(frame_bins, 0, len(occupied) - 1))]
-    frame_log_w = frame_log_w - torch.logsumexp(frame_log_w, 0)
+    frame_log_w = log_w.reshape(n_windows, m)[:, frame_every - 1 :: frame_every][:, : frames.shape[1]]
+    frame_log_w = frame_log_w - torch.logsumexp(frame_log_w.reshape(-1), 0)
     definitions = {
         "sign": "F(phi > 0) - F(phi < 0), kT",
         "basin": f"F(0 <= phi < {split}) - F(rest): the alpha_L / C7ax basin against beta, C5, alpha_R "
@@ -197,15 +156,20 @@ def umbrella_reference(
             for i, name in enumerate(regions)
         },
         "method": f"umbrella sampling, {grid} (kappa {kappa:g} kJ/mol/rad^2, {m * sample_fs / 1000:g} ps per "
-        f"window after {meta['equilibrate_ps']:g} ps equilibration), MBAR (bgflow_sci.reweighting.mbar_*) on "
-        f"{360 / n_fine:g} deg bins of the restrained torsions; errors: block bootstrap within windows "
+        f"window after {meta['equilibrate_ps']:g} ps equilibration), MBAR (pymbar, through "
+        "bgflow_sci.reweighting.mbar_free_energies) on every phi/psi sample; errors: block bootstrap within windows "
         f"({block_ps:g} ps blocks, {n_bootstrap} replicates, MBAR re-solved each)",
         "file": path.name,
         "command": meta["command"],
         "total_ns": n_windows * m * sample_fs / 1e6,
         "population_alpha_l_c7ax": float(torch.exp(-torch.logaddexp(torch.tensor(0.0), torch.tensor(dfs[1])))),
+        "window_free_energies": {
+            "definition": "f_k - f_0 of the biased windows (kT), MBAR asymptotic errors (uncorrelated samples)",
+            "value": mbar.free_energy.tolist(),
+            "error": mbar.error.tolist(),
+        },
         "frame_every_samples": frame_every,
-        "frame_log_weights": frame_log_w.numpy().reshape(frames.shape[:2]),
+        "frame_log_weights": frame_log_w.numpy(),
         "profile": {
             "centers": (0.5 * (edges[1:] + edges[:-1])).numpy(),
             "free_energy": profile.numpy(),
@@ -249,22 +213,26 @@ def metadynamics_reference(
     block = max(1, round(block_ps * 1000 / sample_fs))
     log_width = np.log(np.diff(edges))
 
-    def from_sums(prof_sums: np.ndarray, region_sums: dict[str, np.ndarray]) -> tuple[list, np.ndarray]:
-        """ΔF = F(region) - F(rest) = log S(rest) - log S(region) from summed weights (column 1: in the region)."""
+    # summed weights of the φ bins (columns 0..bins-1), then rest/region (0/1) of each ΔF region, per frame
+    one_hot = [np.eye(bins)[index]] + [np.eye(2)[v] for v in region_masks.values()]
+    weighted = torch.as_tensor(weights[:, None] * np.concatenate(one_hot, 1))
+
+    def from_sums(sums: np.ndarray) -> tuple[list, np.ndarray]:
+        """ΔF = F(region) - F(rest) = log S(rest) - log S(region) from summed weights, and the profile."""
+        prof_sums = sums[..., :bins]
+        regions = [sums[..., bins + 2 * i : bins + 2 * i + 2] for i in range(len(region_masks))]
         with np.errstate(divide="ignore"):
-            dfs = [np.log(r[..., 0]) - np.log(r[..., 1]) for r in region_sums.values()]
+            dfs = [np.log(r[..., 0]) - np.log(r[..., 1]) for r in regions]
             prof = -np.log(prof_sums) + np.log(prof_sums.sum(-1, keepdims=True)) - log_width
         return dfs, prof
 
-    prof_blocks = block_counts(index, chain, bins, block, weights)
-    region_blocks = {k: block_counts(v, chain, 2, block, weights) for k, v in region_masks.items()}
-    dfs, profile = from_sums(prof_blocks.sum(0), {k: v.sum(0) for k, v in region_blocks.items()})
+    # the frames of complete blocks (a walker's incomplete last block is left out, as in every replicate)
+    dfs, profile = from_sums(weighted[contiguous_blocks(chain, block).reshape(-1)].sum(0).numpy())
     dfs = [float(d) for d in dfs]
     profile = profile - profile[np.isfinite(profile)].min()
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(len(prof_blocks), size=(n_bootstrap, len(prof_blocks)))
+    reps = block_bootstrap_sums(weighted, chain, block, n_bootstrap, np.random.default_rng(seed))
     with np.errstate(divide="ignore", invalid="ignore"):  # replicates may leave a bin or region empty
-        rep_dfs, rep_prof = from_sums(prof_blocks[picks].sum(1), {k: v[picks].sum(1) for k, v in region_blocks.items()})
+        rep_dfs, rep_prof = from_sums(reps.numpy())
     prof_err = profile_error(rep_prof, profile)
     per_walker = [
         {

@@ -201,7 +201,7 @@ def training_data(config: dict[str, Any]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def make_boltzmann_generator(config: dict[str, Any], data):
+def make_boltzmann_generator(config: dict[str, Any], data, statistics: dict | None = None):
     """Internal-coordinate spline-flow Boltzmann generator (``bgflow_sci.molecular``) with the batched torch
     force field of the OpenMM system as target (kT at ``TEMPERATURE``).
 
@@ -210,6 +210,7 @@ def make_boltzmann_generator(config: dict[str, Any], data):
     (``molecular_state_mixture``). The shipped config cuts C(ACE)-N-CA-CB (atoms 4, 6, 8, 9; it is φ + 2.06 rad,
     ±0.08, the offset fixed by the tetrahedral CA) at φ ≈ 0 and φ ≈ BASIN_SPLIT, both free-energy barriers
     (≥ 11 kT above the β basin): one generator for β/C5/αR, one for the αL/C7ax basin.
+    ``statistics`` (the ``bg.build_statistics`` a saved model carries) replaces ``data``.
     """
     from bgflow_sci.energies import TorchForceField
     from bgflow_sci.molecular import molecular_boltzmann_generator, molecular_state_mixture
@@ -227,8 +228,9 @@ def make_boltzmann_generator(config: dict[str, Any], data):
     }
     states = model.get("states")
     if states:
-        return molecular_state_mixture(topology(), target, data, states["torsion"], states["boundaries"], **kwargs)
-    return molecular_boltzmann_generator(topology(), target, data, **kwargs)
+        torsion, boundaries = states["torsion"], states["boundaries"]
+        return molecular_state_mixture(topology(), target, data, torsion, boundaries, statistics=statistics, **kwargs)
+    return molecular_boltzmann_generator(topology(), target, data, statistics=statistics, **kwargs)
 
 
 def kl_target(config: dict[str, Any], bg):
@@ -282,12 +284,10 @@ def reference_free_energies(solvent: str | None = None) -> dict[str, Any] | None
 
 
 def write_trajectory(x: np.ndarray, path: Path) -> Path:
-    """Samples as an mdtraj DCD trajectory ``<path>.dcd`` (nm -> Å handled by mdtraj)."""
-    import mdtraj
+    """Samples ``(n, 66)`` in nm as an mdtraj DCD trajectory ``<path>.dcd`` (:func:`bgflow_sci.io.write_trajectory`)."""
+    from bgflow_sci.io import write_trajectory as write
 
-    path = Path(path).with_suffix(".dcd")
-    mdtraj.Trajectory(np.asarray(x, dtype=np.float32).reshape(-1, N_ATOMS, 3), topology()).save_dcd(str(path))
-    return path
+    return write(x, topology(), path, suffix=".dcd")
 
 
 def openmm_system(config: dict[str, Any]):

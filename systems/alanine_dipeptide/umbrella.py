@@ -17,7 +17,8 @@ equilibrate ψ within their run (hidden barrier), which biases the αL/C7ax popu
 every window also restrains ψ (same κ, same periodic form) on an ``windows × M`` grid over the torus, so no
 barrier is left unbiased; the two processes then each snake through half of the φ rows (neighbouring windows
 always adjacent) and the file is ``umbrella2d_<solvent>.npz`` with ``centers`` of shape ``(K, 2)``.
-The unbiased free energies come from MBAR (``bgflow_sci.reweighting.mbar_*``) in ``reference.py``.
+The unbiased free energies come from MBAR (pymbar, through ``bgflow_sci.reweighting.mbar_free_energies``) in
+``reference.py``.
 
 Caution, measured on 2026-11-29: a 24 × 24 grid with κ = 100 kJ/mol/rad² (40 ps per window) gave a wrong
 result: κ is too weak for the sharp barriers of the 2D surface, windows there stay in the mode they entered

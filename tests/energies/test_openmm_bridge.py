@@ -1,7 +1,11 @@
-"""OpenMMEnergy against direct OpenMM Context evaluations, in-process and through the worker pool."""
+"""OpenMMEnergy against direct OpenMM Context evaluations, in-process and through the worker pool; the pool's
+error handling (start-up failures, errors inside a worker, dead workers, timeouts) and clean exits."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -11,12 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-openmm = pytest.importorskip("openmm")
+from tests.conftest import require
+
+openmm = require("openmm")
 from openmm import unit  # noqa: E402
 
 from bgflow_sci.energies import OpenMMEnergy  # noqa: E402
 from bgflow_sci.energies.openmm import MOLAR_GAS_CONSTANT  # noqa: E402
-from bgflow_sci.systems import load_system  # noqa: E402
+from bgflow_sci.workflows.systems import load_system  # noqa: E402
 
 T = 300.0
 KT = MOLAR_GAS_CONSTANT * T
@@ -126,6 +132,9 @@ def test_invalid_configurations(alanine, pool, workers):
     xg = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(torch.where(torch.isfinite(u2), energy.energy(xg), 0).sum(), xg)
     assert torch.isfinite(g).all() and (g[1:4] == 0).all()
+    # the bad batch leaves the evaluator (and the pool's workers) as they were: the valid rows are still exact
+    np.testing.assert_allclose(energy.energy(x[[0, 4]]).numpy(), direct(system, x[[0, 4]])[0], rtol=1e-8)
+    assert not energy.closed
 
 
 def test_energy_threshold(alanine):
@@ -159,49 +168,113 @@ def _broken_system() -> openmm.System:
 
 
 def test_worker_error_is_reraised_with_traceback():
-    with pytest.raises(RuntimeError, match="worker 0 failed to start") as info:
+    with pytest.raises(RuntimeError, match=r"worker 0 \(pid \d+\) failed to start") as info:
         OpenMMEnergy(_broken_system(), T, n_workers=2)
-    assert "Traceback" in str(info.value) and "Context" in str(info.value)
+    assert "Traceback" in str(info.value) and "Context" in str(info.value) and "Parse error" in str(info.value)
     with pytest.raises(Exception, match="(?i)parse|unexpected|syntax|token"):
         OpenMMEnergy(_broken_system(), T, n_workers=1)
+
+
+def _alive(pids) -> set[int]:
+    """The ones of ``pids`` that are live child processes of this process."""
+    return {p.pid for p in multiprocessing.active_children()} & set(pids)
+
+
+def test_pool_workers_are_separate_processes_and_close_stops_them(vacuum):
+    system, positions = vacuum
+    energy = OpenMMEnergy(system, T, n_workers=3)
+    pids = energy.worker_pids
+    assert len(set(pids)) == 3 and os.getpid() not in pids and _alive(pids) == set(pids)
+    assert torch.isfinite(energy.energy(perturbed(positions, 5))).all()
+    energy.close()
+    assert energy.closed and energy.worker_pids == () and not _alive(pids)
+    with pytest.raises(RuntimeError, match="closed"):
+        energy.energy(perturbed(positions, 1))
+    energy.close()  # idempotent
+    in_process = OpenMMEnergy(system, T)
+    assert in_process.worker_pids == () and not in_process.closed
 
 
 def test_dead_worker_raises_and_closes(vacuum):
     system, positions = vacuum
     energy = OpenMMEnergy(system, T, n_workers=2, timeout=30.0)
-    energy._processes[1].kill()
-    energy._processes[1].join(5.0)
-    with pytest.raises(RuntimeError, match="worker 1 .*died"):
+    pids = energy.worker_pids
+    os.kill(pids[1], signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="worker process died"):
         energy.energy(perturbed(positions, 4))
-    assert energy.closed
+    assert energy.closed and not _alive(pids)
     with pytest.raises(RuntimeError, match="closed"):
         energy.energy(perturbed(positions, 1))
 
 
-def test_error_during_evaluation_is_reraised_and_closes(vacuum):
+def test_error_inside_a_worker_is_reraised_with_its_message_and_the_pool_survives(vacuum):
     system, positions = vacuum
-    with OpenMMEnergy(system, T, n_workers=2) as energy:
-        processes = list(energy._processes)
-        assert torch.isfinite(energy.energy(perturbed(positions, 2))).all()
-        energy._send(0, ((0, 0), None))  # a malformed chunk: not about one configuration, fails in worker 0
-        with pytest.raises(RuntimeError, match="(?s)worker 0 raised; worker traceback:.*TypeError"):
-            energy.energy(perturbed(positions, 4))
-        assert energy.closed  # the pool is dropped after an error
-    assert not any(p.is_alive() for p in processes)
-    energy.close()  # idempotent
+    x = perturbed(positions, 6, seed=4)
+    u_ref, f_ref = direct(system, x)
+    with OpenMMEnergy(system, T, n_workers=2, chunk_size=2) as energy:
+        pids = energy.worker_pids
+        # a chunk that does not fit the System: an error about the chunk, not about one configuration
+        with pytest.raises(
+            RuntimeError,
+            match=r"(?s)OpenMM worker raised ValueError: positions must be \(n, 22, 3\).*"
+            r"worker traceback:.*Traceback.*_openmm_worker.py",
+        ):
+            energy._evaluate(np.zeros((4, 5, 3)))
+        assert not energy.closed and energy.worker_pids == pids
+        u, f = energy.energy_and_force(x)  # the same workers answer the next batch correctly
+        np.testing.assert_allclose(u.numpy(), u_ref, rtol=1e-8)
+        np.testing.assert_allclose(f.numpy(), f_ref, rtol=1e-8, atol=1e-8 * np.abs(f_ref).max())
+    assert energy.closed and not _alive(pids)
+    # in-process, the same error is raised directly
+    with pytest.raises(ValueError, match=r"positions must be \(n, 22, 3\)"):
+        OpenMMEnergy(system, T)._evaluate(np.zeros((4, 5, 3)))
+
+
+def test_timeout_raises_and_closes(vacuum):
+    system, positions = vacuum
+    energy = OpenMMEnergy(system, T, n_workers=2)
+    pids = energy.worker_pids
+    energy._pool.timeout = 1e-4  # no chunk of 400 configurations comes back that fast
+    with pytest.raises(RuntimeError, match="timeout"):
+        energy.energy(perturbed(positions, 800))
+    assert energy.closed and not _alive(pids)
+
+
+def _run(script: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_script_exits_without_close():
-    script = textwrap.dedent(
+    out = _run(
         """
         import torch
         from bgflow_sci.energies import OpenMMEnergy
-        from bgflow_sci.systems import load_system
+        from bgflow_sci.workflows.systems import load_system
         _, system, pos = load_system("alanine_dipeptide").build_openmm_system("vacuum")
         energy = OpenMMEnergy(system, 300.0, n_workers=2)
         print("energy", float(energy.energy(torch.as_tensor(pos.reshape(1, -1)))[0]))
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("energy ")
+
+
+def test_script_that_fails_with_a_live_pool_exits():
+    """An exception in the main program while the pool is alive (and another pool garbage collected) still exits."""
+    out = _run(
+        """
+        import gc, torch
+        from bgflow_sci.energies import OpenMMEnergy
+        from bgflow_sci.workflows.systems import load_system
+        _, system, pos = load_system("alanine_dipeptide").build_openmm_system("vacuum")
+        dropped = OpenMMEnergy(system, 300.0, n_workers=2)
+        del dropped
+        gc.collect()
+        energy = OpenMMEnergy(system, 300.0, n_workers=2)
+        energy.energy(torch.as_tensor(pos.reshape(1, -1)))
+        raise SystemExit("stopping with a live pool")
+        """
+    )
+    assert out.returncode == 1 and "stopping with a live pool" in out.stderr, out.stderr

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-openmm = pytest.importorskip("openmm")
-app = pytest.importorskip("openmm.app")
-unit = pytest.importorskip("openmm.unit")
+from tests.conftest import require
+
+openmm = require("openmm")
+app = require("openmm.app")
+unit = require("openmm.unit")
 
 from bgflow_sci.energies import TorchForceField  # noqa: E402
 

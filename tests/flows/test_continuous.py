@@ -15,7 +15,7 @@ import torch
 from bgflow_sci import BoltzmannGenerator
 from bgflow_sci.distributions import Normal
 from bgflow_sci.energies import DoubleWell2D
-from bgflow_sci.flows import ContinuousFlow, VectorField
+from bgflow_sci.flows import ActNorm, ContinuousFlow, Inverse, Sequential, VectorField
 from bgflow_sci.flows.continuous import exact_divergence, hutchinson_divergence
 from bgflow_sci.training import FlowMatching, Trainer, ot_pairing
 
@@ -105,6 +105,7 @@ def test_hutchinson_estimator_is_unbiased(noise, device):
     if noise == "rademacher":
         eps = eps.sign()
     est = hutchinson_divergence(v, x, eps, create_graph=False)
+    assert est.std() < 5.0  # measured 1.72 (gaussian) and 1.75 (rademacher)
     assert abs(est.mean() - exact) < 4 * est.std() / math.sqrt(n) + 1e-12
 
     # the whole flow: noise fixed per solve, the mean log-det over many draws equals the exact one
@@ -116,7 +117,7 @@ def test_hutchinson_estimator_is_unbiased(noise, device):
         _, ld_exact = flows["exact"](x0)
         y, ld_hutch = flows["hutchinson"](batch)
     torch.testing.assert_close(y, flows["exact"](x0)[0].expand_as(y))  # the trajectory ignores the noise
-    assert ld_hutch.std() > 0  # it is an estimate ...
+    assert 0 < ld_hutch.std() < 3.2  # it is an estimate (measured std 1.05 and 1.08) ...
     assert abs(ld_hutch.mean() - ld_exact[0]) < 4 * ld_hutch.std() / math.sqrt(len(batch))  # ... without bias
 
 
@@ -132,6 +133,93 @@ def test_adjoint_gradients_match_backpropagation(device):
         grads.append(torch.autograd.grad(loss, list(field.parameters())))
     for g_direct, g_adjoint in zip(grads[0], grads[1]):
         torch.testing.assert_close(g_adjoint, g_direct, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- sample-only path
+class CountingField(torch.nn.Module):
+    """Wraps a vector field and counts its calls."""
+
+    def __init__(self, field: VectorField):
+        super().__init__()
+        self.field, self.dim, self.context_dim, self.calls = field, field.dim, field.context_dim, 0
+
+    def forward(self, t, x, context=None):
+        self.calls += 1
+        return self.field(t, x, context)
+
+
+@pytest.mark.parametrize(("solver", "per_step"), [("euler", 1), ("midpoint", 2), ("rk4", 4)])
+def test_sample_only_path_gives_the_full_path_y_with_nfe_plain_calls(solver, per_step, dtype, device, monkeypatch):
+    field = CountingField(perturbed_field(3, context_dim=2).to(device, dtype))
+    flow = ContinuousFlow(field, solver=solver, n_steps=7)
+    x = torch.randn(16, 3, dtype=dtype, device=device)
+    c = torch.randn(16, 2, dtype=dtype, device=device)
+    with torch.no_grad():
+        y_full, _ = flow(x, c)
+        x_full, _ = flow.inverse(y_full, c)
+    field.calls = 0
+    refused = []
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: refused.append(1))
+    with torch.no_grad():
+        y = flow.transform(x, c)
+        assert field.calls == flow.nfe == 7 * per_step
+        x_back = flow.inverse_transform(y, c)
+        assert field.calls == 2 * 7 * per_step and flow.nfe == 7 * per_step
+    assert not refused
+    tol = {"atol": 1e-6, "rtol": 1e-6} if dtype == torch.float32 else {"atol": 1e-13, "rtol": 1e-13}
+    torch.testing.assert_close(y, y_full, **tol)
+    torch.testing.assert_close(x_back, x_full, **tol)
+
+
+def test_sample_only_path_adaptive_solver_agrees_within_tolerance(device, monkeypatch):
+    flow = ContinuousFlow(perturbed_field(2).to(device), atol=1e-9, rtol=1e-9)
+    x = torch.randn(32, 2, dtype=torch.float64, device=device)
+    with torch.no_grad():
+        y_full, _ = flow(x)
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: pytest.fail("divergence computed"))
+    with torch.no_grad():
+        y = flow.transform(x)
+    assert flow.nfe > 0
+    torch.testing.assert_close(y, y_full, atol=1e-7, rtol=0)
+
+
+def test_sample_only_path_is_differentiable_like_the_full_path(device):
+    field = perturbed_field(2, context_dim=1).to(device)
+    x = torch.randn(6, 2, dtype=torch.float64, device=device)
+    c = torch.randn(6, 1, dtype=torch.float64, device=device)
+
+    def grads(flow, path):
+        y = flow(x, c)[0] if path == "full" else flow.transform(x, c)
+        return torch.autograd.grad((y**2).sum(), list(field.parameters()))
+
+    fixed = ContinuousFlow(field, solver="rk4", n_steps=6)
+    for g_sample, g_full in zip(grads(fixed, "sample"), grads(fixed, "full")):
+        torch.testing.assert_close(g_sample, g_full, atol=1e-12, rtol=1e-12)
+    direct = grads(ContinuousFlow(field, atol=1e-8, rtol=1e-8), "sample")
+    adjoint = grads(ContinuousFlow(field, atol=1e-8, rtol=1e-8, adjoint=True), "sample")
+    for g_adjoint, g_direct in zip(adjoint, direct):
+        torch.testing.assert_close(g_adjoint, g_direct, atol=1e-5, rtol=1e-5)
+
+
+def test_transform_composes_through_sequential_and_inverse(device, monkeypatch):
+    cnf = ContinuousFlow(perturbed_field(2).to(device), solver="midpoint", n_steps=5)
+    norm = ActNorm(2).double().to(device)
+    norm.initialized.fill_(True)
+    with torch.no_grad():
+        norm.shift.fill_(0.3)
+        norm.log_scale.fill_(-0.2)
+    flow = Sequential(norm, cnf, Inverse(norm))
+    x = torch.randn(10, 2, dtype=torch.float64, device=device)
+    with torch.no_grad():
+        y_full = flow(x)[0]
+        x_full = flow.inverse(y_full)[0]
+        inv_full = Inverse(cnf)(x)[0]
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: pytest.fail("divergence computed"))
+    with torch.no_grad():
+        torch.testing.assert_close(flow.transform(x), y_full, atol=1e-13, rtol=1e-13)
+        torch.testing.assert_close(flow.inverse_transform(y_full), x_full, atol=1e-13, rtol=1e-13)
+        torch.testing.assert_close(Inverse(cnf).transform(x), inv_full, atol=1e-13, rtol=1e-13)
+        assert flow.transform(x[:0]).shape == (0, 2)
 
 
 def test_bad_arguments_raise():
@@ -229,7 +317,7 @@ def test_trained_continuous_flow_density_integrates_to_one(trained_double_well):
 
 def test_trained_continuous_flow_is_a_boltzmann_generator(trained_double_well):
     bg, _ = trained_double_well
-    x, log_w = bg.sample(500)
+    x, log_w = bg.sample_with_log_weights(500)
     assert x.shape == (500, 2) and log_w.shape == (500,) and torch.isfinite(log_w).all()
     assert bg.flow.nfe > 0
     with torch.no_grad():

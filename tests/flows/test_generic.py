@@ -112,8 +112,8 @@ def exported_flow_classes() -> list[type]:
 # coordinates), stochastic blocks are Markov kernels (path entropies checked against exact partition functions).
 TESTED_ELSEWHERE = {
     F.InternalCoordinates: "tests/flows/test_internal.py",
-    F.OverdampedLangevin: "tests/flows/test_stochastic.py",
-    F.UnderdampedLangevin: "tests/flows/test_stochastic.py",
+    F.OverdampedLangevinBlock: "tests/flows/test_stochastic.py",
+    F.UnderdampedLangevinBlock: "tests/flows/test_stochastic.py",
     F.MetropolisMC: "tests/flows/test_stochastic.py",
 }
 
@@ -203,7 +203,7 @@ def test_permutation_rejects_non_permutation():
 
 
 def test_real_nvp_factory_is_identity_at_init_and_float32(device):
-    flow = F.real_nvp(DIM, n_blocks=2, hidden=(8,), actnorm=True).to(device)
+    flow = F.real_nvp(DIM, 4, hidden=(8,), actnorm=True).to(device)
     x = torch.randn(BATCH, DIM, device=device)
     y, logdet = flow(x)
     torch.testing.assert_close(y, x)

@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from bgflow_sci.flows.internal import InternalCoordinates, ZMatrix, bond_angle, dihedral, place_atom
+from tests.conftest import require
 
 PDB = Path(__file__).resolve().parents[2] / "data" / "alanine_dipeptide" / "alanine_dipeptide.pdb"
 
 
 @pytest.fixture(scope="module")
 def alanine():
-    md = pytest.importorskip("mdtraj")
+    md = require("mdtraj")
     traj = md.load(str(PDB))
     return InternalCoordinates.from_mdtraj(traj.topology), torch.tensor(traj.xyz[0], dtype=torch.float64)
 
@@ -36,14 +37,50 @@ def test_place_atom_inverts_bond_angle_dihedral(dtype, device):
     torch.testing.assert_close(dihedral(xi, pts[:, 0], pts[:, 1], pts[:, 2]), t, **tol)
 
 
+def _single_residue_topology(n_atoms: int):
+    md = require("mdtraj")
+    top = md.Topology()
+    res = top.add_residue("X", top.add_chain())
+    for i in range(n_atoms):
+        top.add_atom(f"C{i}", md.element.carbon, res)
+    return top
+
+
+def _wrapped(delta: torch.Tensor) -> torch.Tensor:
+    return torch.atan2(torch.sin(delta), torch.cos(delta))
+
+
 def test_dihedral_sign_convention():
-    # trans = pi, and a right-handed +90 degree twist
+    md = require("mdtraj")
+    # trans = pi, and a twist that is -90 degrees in the IUPAC / mdtraj convention
     p = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
     assert abs(abs(dihedral(*p).item()) - math.pi) < 1e-12
     q = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    assert dihedral(*q).item() == pytest.approx(-math.pi / 2) or dihedral(*q).item() == pytest.approx(math.pi / 2)
-    # reversing the chain keeps the torsion
+    assert dihedral(*q).item() == pytest.approx(-math.pi / 2, abs=1e-12)
+    # the mirror image flips the sign; reversing the chain keeps it
+    assert dihedral(*(q * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))).item() == pytest.approx(math.pi / 2)
     assert dihedral(*q).item() == pytest.approx(dihedral(*q.flip(0)).item())
+    # random chains against mdtraj.compute_dihedrals: same atoms, same frames (float32 in mdtraj, float64 here)
+    g = torch.Generator().manual_seed(3)
+    pts = torch.randn(500, 4, 3, dtype=torch.float64, generator=g).to(torch.float32).to(torch.float64)
+    ref = md.compute_dihedrals(md.Trajectory(pts.numpy(), _single_residue_topology(4)), [[0, 1, 2, 3]], opt=False)
+    ref = torch.as_tensor(ref[:, 0], dtype=torch.float64)
+    ours = dihedral(pts[:, 0], pts[:, 1], pts[:, 2], pts[:, 3])
+    assert (ours > 0).any() and (ours < 0).any()
+    # float32 reference: 1e-4 rad covers its rounding; a sign flip would be off by up to 2 pi
+    assert _wrapped(ours - ref).abs().max() < 1e-4
+
+
+def test_dihedrals_of_alanine_frames_match_mdtraj(alanine):
+    """Every Z-matrix torsion (and phi/psi) of perturbed alanine dipeptide frames equals mdtraj's, sign included."""
+    md = require("mdtraj")
+    ic, xyz = alanine
+    x = perturbed(xyz, 8, scale=0.02).to(torch.float32).to(torch.float64).reshape(8, 22, 3)
+    quads = [list(r) for r in ic.zmatrix.rows] + [[4, 6, 8, 14], [6, 8, 14, 16]]
+    ref = md.compute_dihedrals(md.Trajectory(x.numpy(), md.load(str(PDB)).topology), quads, opt=False)
+    ours = torch.stack([dihedral(*(x[:, a] for a in quad)) for quad in quads], dim=1)
+    assert ours.dtype == torch.float64 and (ours > 0.5).any() and (ours < -0.5).any()
+    assert _wrapped(ours - torch.as_tensor(ref, dtype=torch.float64)).abs().max() < 1e-4
 
 
 def test_zmatrix_of_alanine_dipeptide_is_valid(alanine):

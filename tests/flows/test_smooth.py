@@ -11,7 +11,7 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 import bgflow_sci.flows as F
-from bgflow_sci import BoltzmannGenerator
+from bgflow_sci import DensityModel
 from bgflow_sci.distributions import UniformBox
 from bgflow_sci.flows import RootFindingError, SmoothMixture
 from bgflow_sci.flows.transformers import Domain
@@ -260,7 +260,7 @@ def test_restrict_and_empty_batch():
 
 
 # ---- force matching through the smooth inverse --------------------------------------------------------------
-def smooth_bg() -> BoltzmannGenerator:
+def smooth_bg() -> DensityModel:
     torch.manual_seed(1)
     domains = [Domain.interval(0.0, 1.0), Domain.circle()]
     layers = [
@@ -272,10 +272,10 @@ def smooth_bg() -> BoltzmannGenerator:
         for q in flow.parameters():
             q.add_(0.3 * torch.randn_like(q))
     prior = UniformBox(torch.tensor([0.0, -math.pi]), torch.tensor([1.0, math.pi])).double()
-    return BoltzmannGenerator(prior, flow)
+    return DensityModel(prior, flow)
 
 
-def exact_forces(bg: BoltzmannGenerator, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_forces(bg: DensityModel, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x = f(z)`` and ``∇ₓ log q(x) = -J⁻ᵀ ∇_z log|det J|`` (uniform prior), from the forward map only."""
     z = z.clone().requires_grad_(True)
     x, logdet = bg.flow(z)

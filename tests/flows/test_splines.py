@@ -12,14 +12,14 @@ import torch
 
 from bgflow_sci.flows import RationalQuadraticSpline, neural_spline_flow, rational_quadratic_spline
 from bgflow_sci.flows.transformers import Domain
-from tests.conftest import tolerance
+from tests.conftest import require, tolerance
 
 F64 = torch.float64
 MIXED = [Domain.real(), Domain.interval(0.0, 1.0), Domain.circle(), Domain.real()]
 
 
 def zuko_spline(n: int, bins: int, bound: float):
-    zt = pytest.importorskip("zuko.transforms")
+    zt = require("zuko.transforms")
     g = torch.Generator().manual_seed(1)
     w, h, d = (2 * torch.randn(n, k, dtype=F64, generator=g) for k in (bins, bins, bins - 1))
     return zt.MonotonicRQSTransform(w, h, d, bound=bound)
@@ -150,7 +150,7 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_spline_flow_keeps_intervals_and_periodicity():
     torch.manual_seed(2)
-    flow = neural_spline_flow(4, MIXED, n_layers=4, n_bins=5, hidden=(16,)).double()
+    flow = neural_spline_flow(4, 4, domains=MIXED, n_bins=5, hidden=(16,)).double()
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(0.2 * torch.randn_like(p))

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("skhep_testdata")
-uproot = pytest.importorskip("uproot")
+from tests.conftest import require
+
+require("skhep_testdata")
+uproot = require("uproot")
 
 from bgflow_sci.hep.datasets import (  # noqa: E402
     FIDUCIAL,
@@ -55,7 +57,7 @@ def test_hzz_muons():
     assert len(jag) == 2421 and set(jag.muons.fields) == {"pt", "eta", "phi", "energy", "charge", "iso"}
 
 
-def test_dimuon_mass_numpy_and_torch():
+def test_dimuon_mass_numpy_and_torch(device):
     rng = np.random.default_rng(0)
     pt1, pt2 = rng.uniform(20, 60, (2, 10))
     eta1, eta2, phi1, phi2 = rng.uniform(-2, 2, (4, 10))
@@ -67,9 +69,10 @@ def test_dimuon_mass_numpy_and_torch():
     (e1, p1), (e2, p2) = four(pt1, eta1, phi1), four(pt2, eta2, phi2)
     ref = np.sqrt((e1 + e2) ** 2 - ((p1 + p2) ** 2).sum(-1))
     np.testing.assert_allclose(dimuon_mass(pt1, eta1, phi1, pt2, eta2, phi2), ref, rtol=1e-10)
-    args = [torch.tensor(a, requires_grad=True) for a in (pt1, eta1, phi1, pt2, eta2, phi2)]
+    args = [torch.tensor(a, device=device, requires_grad=True) for a in (pt1, eta1, phi1, pt2, eta2, phi2)]
     m = dimuon_mass(*args)
-    np.testing.assert_allclose(m.detach().numpy(), ref, rtol=1e-10)
+    assert m.device == args[0].device
+    np.testing.assert_allclose(m.detach().cpu().numpy(), ref, rtol=1e-10)
     m.sum().backward()
     assert all(torch.isfinite(a.grad).all() for a in args)
 
@@ -112,28 +115,28 @@ def test_dimuon_frame_round_trip_and_known_configuration():
     assert mu["phi1"][0] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_dimuon_frame_torch_matches_numpy_and_is_differentiable():
+def test_dimuon_frame_torch_matches_numpy_and_is_differentiable(device):
     sample = fiducial_selection(load_zmumu(reco="GG"))[0]
     sub = {k: v[:40] for k, v in sample.items()}
     frame = dimuon_frame(sub)
     cols = ("pt1", "eta1", "phi1", "pt2", "eta2", "phi2")
-    t_frame = dimuon_frame({**{k: torch.as_tensor(sub[k]) for k in cols}, "charge1": sub["charge1"],
+    t_frame = dimuon_frame({**{k: torch.as_tensor(sub[k], device=device) for k in cols}, "charge1": sub["charge1"],
                             "charge2": sub["charge2"]})  # fmt: skip
     for k, v in frame.items():
-        np.testing.assert_allclose(t_frame[k].numpy(), v, rtol=1e-10, atol=1e-10)
-    back = muons_from_frame({k: torch.as_tensor(v) for k, v in frame.items()})
+        np.testing.assert_allclose(t_frame[k].cpu().numpy(), v, rtol=1e-10, atol=1e-10)
+    back = muons_from_frame({k: torch.as_tensor(v, device=device) for k, v in frame.items()})
     for k in ("pt1", "eta1", "pt2", "eta2"):
-        np.testing.assert_allclose(back[k].numpy(), sub[k], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(back[k].cpu().numpy(), sub[k], rtol=1e-9, atol=1e-9)
     names = ("m", "pt_ll", "y_ll", "cos_theta", "phi_star")
-    inputs = tuple(torch.as_tensor(frame[k][:4]).requires_grad_() for k in names)
+    inputs = tuple(torch.as_tensor(frame[k][:4], device=device).requires_grad_() for k in names)
 
     def muons(*f):
-        mu = muons_from_frame({**dict(zip(names, f)), "phi_ll": torch.zeros(4, dtype=torch.float64)})
+        mu = muons_from_frame({**dict(zip(names, f)), "phi_ll": torch.zeros(4, dtype=torch.float64, device=device)})
         return mu["pt1"], mu["eta1"], mu["pt2"], mu["eta2"], torch.cos(mu["phi2"] - mu["phi1"])
 
     assert torch.autograd.gradcheck(muons, inputs)
     # at cos θ* = ±1 the gradient stays finite (sin θ* floored before the square root)
-    edge = {k: torch.as_tensor(frame[k][:2]) for k in frame}
-    edge["cos_theta"] = torch.tensor([1.0, -1.0], dtype=torch.float64, requires_grad=True)
+    edge = {k: torch.as_tensor(frame[k][:2], device=device) for k in frame}
+    edge["cos_theta"] = torch.tensor([1.0, -1.0], dtype=torch.float64, device=device, requires_grad=True)
     sum(v.sum() for k, v in muons_from_frame(edge).items() if k != "first_is_negative").backward()
     assert torch.isfinite(edge["cos_theta"].grad).all()

@@ -8,8 +8,10 @@ import os
 import numpy as np
 import pytest
 
-ak = pytest.importorskip("awkward")
-uproot = pytest.importorskip("uproot")
+from tests.conftest import require
+
+ak = require("awkward")
+uproot = require("uproot")
 
 from bgflow_sci.hep.io import flatten_objects, iterate_tree, read_tree, unflatten_objects, write_corrected  # noqa: E402
 

@@ -26,25 +26,26 @@ def toy():
 
 
 @pytest.fixture(scope="module")
-def trained(toy):
+def trained(toy, device):
     x_mc, c_mc, x_d, c_d = toy
     torch.manual_seed(0)
-    model = MorphingFlow(["a", "b"], ["c"], n_layers=2, hidden=(32, 32))
+    model = MorphingFlow(["a", "b"], ["c"], n_layers=2, hidden=(32, 32)).to(device)
     res = fit_morphing(model, x_mc, x_d, c_mc, c_d, steps=350, batch_size=256, lr=5e-3, damping=2.0, multiplier_lr=0.5)
     return model, res
 
 
 @pytest.mark.parametrize("transformer", ["affine", "spline"])
-def test_identity_at_init(transformer):
+def test_identity_at_init(transformer, device):
     rng = np.random.default_rng(1)
     x = np.abs(rng.normal(size=(200, 3))) + 0.1
     c = rng.normal(size=(200, 2))
     model = MorphingFlow(["p", "q", "r"], ["u", "v"], kinds=["log", "identity", "identity"], transformer=transformer)
-    model.fit_preprocessing(torch.as_tensor(x).float(), torch.as_tensor(c).float())
-    y = torch.randn(50, 3)
-    out, logdet = model(y, torch.randn(50, 2))
-    torch.testing.assert_close(out, y)
-    torch.testing.assert_close(logdet, torch.zeros(50))
+    model = model.to(device)
+    model.fit_preprocessing(torch.as_tensor(x).float().to(device), torch.as_tensor(c).float().to(device))
+    y = torch.randn(50, 3).to(device)
+    out, logdet = model(y, torch.randn(50, 2).to(device))
+    torch.testing.assert_close(out.cpu(), y.cpu())
+    torch.testing.assert_close(logdet.cpu(), torch.zeros(50))
     np.testing.assert_allclose(model.morph(x, c), x, rtol=1e-5)
 
 
@@ -84,10 +85,10 @@ def test_wrong_variables_refused(trained):
         model.morph(np.zeros((3, 2)))
 
 
-def test_save_load_roundtrip(trained, tmp_path):
+def test_save_load_roundtrip(trained, tmp_path, device):
     model, _ = trained
     path = model.save(tmp_path / "morph.pt")
-    loaded = MorphingFlow.load(path)
+    loaded = MorphingFlow.load(path).to(device)
     assert loaded.names == ["a", "b"] and loaded.context_names == ["c"]
     x, c = np.random.default_rng(3).normal(size=(100, 2)), np.zeros((100, 1))
     np.testing.assert_array_equal(loaded.morph(x, c), model.morph(x, c))
@@ -97,7 +98,7 @@ def test_save_load_roundtrip(trained, tmp_path):
         FlowQuantileMorpher.load(path)
 
 
-def test_flow_quantile_morphing_exact_map(tmp_path):
+def test_flow_quantile_morphing_exact_map(tmp_path, device):
     # MC: x | c ~ N(c, 1); data: x | c ~ N(1 + 0.5 c, 0.8²)  =>  exact map x' = 1 + 0.5 c + 0.8 (x - c)
     rng = np.random.default_rng(4)
     n = 4000
@@ -106,12 +107,16 @@ def test_flow_quantile_morphing_exact_map(tmp_path):
     x_d = 1 + 0.5 * c_d + 0.8 * rng.normal(size=(n, 1))
     torch.manual_seed(0)
     fq = FlowQuantileMorpher(["x"], ["c"], transformer="affine", n_layers=1, hidden=(16,))
+    fq.mc.to(device)
+    fq.data.to(device)
     fq.fit(x_mc, x_d, c_mc, c_d, steps=500, batch_size=512, lr=1e-2)
     cg = np.repeat(np.linspace(-0.9, 0.9, 7), 7)[:, None]
     xg = cg + np.tile(np.linspace(-1.5, 1.5, 7), 7)[:, None]
     exact = 1 + 0.5 * cg + 0.8 * (xg - cg)
     np.testing.assert_allclose(fq.morph(xg, cg), exact, atol=0.12)
     loaded = FlowQuantileMorpher.load(fq.save(tmp_path / "fq.pt"))
+    loaded.mc.to(device)
+    loaded.data.to(device)
     np.testing.assert_allclose(loaded.morph(xg, cg), fq.morph(xg, cg), rtol=1e-6)
     with pytest.raises(ValueError, match=r"\['x'\]"):
         fq.morph({"y": xg[:, 0], "c": cg[:, 0]})
@@ -128,7 +133,7 @@ def _sum_feature(x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     return (x[:, 0] + x[:, 1])[:, None]
 
 
-def test_mmd_features_equal_the_mmd_on_concatenated_columns():
+def test_mmd_features_equal_the_mmd_on_concatenated_columns(device):
     from bgflow_sci.hep.morphing import MorphingObjective
     from bgflow_sci.training.mmd import mmd2
 
@@ -140,34 +145,35 @@ def test_mmd_features_equal_the_mmd_on_concatenated_columns():
     def feats(x, c):
         return torch.stack([x[:, 0] * x[:, 1], torch.log(x[:, 0] / x[:, 1])], 1)
 
-    model = MorphingFlow(["p", "q"], kinds=["log", "log"], n_layers=1, hidden=(8,)).double()
+    model = MorphingFlow(["p", "q"], kinds=["log", "log"], n_layers=1, hidden=(8,)).double().to(device)
     obj = MorphingObjective(model, mc, data, batch_size=n, mmd_features=feats, feature_weight=2.0)
     with torch.no_grad():
         value = obj.mmd2().item()  # identity at init: morphed MC = MC
-    y_mc, _ = model.preprocess(torch.as_tensor(mc), None)
-    y_d, _ = model.preprocess(torch.as_tensor(data), None)
-    f_mc, f_d = feats(torch.as_tensor(mc), None), feats(torch.as_tensor(data), None)
+    mc_t, data_t = torch.as_tensor(mc, device=device), torch.as_tensor(data, device=device)
+    y_mc, _ = model.preprocess(mc_t, None)
+    y_d, _ = model.preprocess(data_t, None)
+    f_mc, f_d = feats(mc_t, None), feats(data_t, None)
     mu, sd = f_d.mean(0), f_d.std(0, unbiased=False)
     by_hand = mmd2(
         torch.cat([y_mc, 2.0 * (f_mc - mu) / sd], 1), torch.cat([y_d, 2.0 * (f_d - mu) / sd], 1), obj.kernel
     ).item()
     assert obj.f_data.shape == (n, 2)
     assert value == pytest.approx(by_hand, rel=1e-9)
-    assert obj.derived_features(torch.as_tensor(data)).std(0, unbiased=False).numpy() == pytest.approx([2.0, 2.0])
+    assert obj.derived_features(data_t).std(0, unbiased=False).cpu().numpy() == pytest.approx([2.0, 2.0])
     with pytest.raises(ValueError, match="columns"):
         MorphingObjective(model, mc, data, batch_size=n, mmd_features=lambda x, c: x[:5])
 
 
-def test_mmd_features_reveal_and_fix_a_narrow_feature():
+def test_mmd_features_reveal_and_fix_a_narrow_feature(device):
     # MC and data differ only in the width of the narrow peak u + v (0.3 vs 0.05): the MMD on (u, v) hardly sees it
     rng = np.random.default_rng(7)
     mc, data = _narrow_sum(2000, 0.3, rng), _narrow_sum(2000, 0.05, rng)
-    plain = _identity_ratio(mc, data, None)
-    hooked = _identity_ratio(mc, data, _sum_feature)
+    plain = _identity_ratio(mc, data, None, device)
+    hooked = _identity_ratio(mc, data, _sum_feature, device)
     assert plain < 2.0 and hooked > 20.0
     # trained with the feature in the constraint, the morphed MC gets the narrow peak (gradients flow through P⁻¹)
     torch.manual_seed(0)
-    model = MorphingFlow(["u", "v"], n_layers=2, hidden=(32, 32))
+    model = MorphingFlow(["u", "v"], n_layers=2, hidden=(32, 32)).to(device)
     res = fit_morphing(
         model, mc, data, steps=250, batch_size=256, lr=5e-3, multiplier_lr=0.5, mmd_features=_sum_feature
     )
@@ -176,10 +182,10 @@ def test_mmd_features_reveal_and_fix_a_narrow_feature():
     assert res.final["ratio"] < 1.3
 
 
-def _identity_ratio(mc: np.ndarray, data: np.ndarray, features) -> float:
+def _identity_ratio(mc: np.ndarray, data: np.ndarray, features, device: torch.device) -> float:
     """Averaged MMD²/ε of the identity map (MC against data) with or without derived features."""
     from bgflow_sci.hep.morphing import MorphingObjective
 
     torch.manual_seed(0)
-    model = MorphingFlow(["u", "v"], n_layers=1, hidden=(8,))
+    model = MorphingFlow(["u", "v"], n_layers=1, hidden=(8,)).to(device)
     return MorphingObjective(model, mc, data, batch_size=256, mmd_features=features).evaluate(20)["ratio"]

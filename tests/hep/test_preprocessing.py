@@ -48,30 +48,31 @@ def test_spike_dequantisation_width(photons):
     assert below == pytest.approx(above, rel=0.1)
 
 
-def test_log_det_against_autograd(dtype):
+def test_log_det_against_autograd(dtype, device):
     rng = np.random.default_rng(1)
     x = np.c_[rng.exponential(30, 50) + 20, rng.normal(size=50), rng.uniform(0.5, 0.99, 50)]
-    pre = PhysicsPreprocessor(["log", "identity", ("logit", 0.0, 1.0)]).fit(x)
-    xt = torch.tensor(x, dtype=dtype)
+    pre = PhysicsPreprocessor(["log", "identity", ("logit", 0.0, 1.0)]).fit(x).to(device)
+    xt = torch.tensor(x, dtype=dtype, device=device)
     y = pre(xt)
-    assert y.dtype == dtype
-    jac = torch.autograd.functional.jacobian(lambda r: pre(r[None])[0], torch.tensor(x[0], dtype=torch.float64))
+    assert y.dtype == dtype and y.device == xt.device
+    x0 = torch.tensor(x[0], dtype=torch.float64, device=device)
+    jac = torch.autograd.functional.jacobian(lambda r: pre(r[None])[0], x0)
     ref = torch.linalg.slogdet(jac)[1]
-    torch.testing.assert_close(pre.log_abs_det_jacobian(torch.tensor(x[:1])), ref[None])
+    ld = pre.log_abs_det_jacobian(torch.tensor(x[:1], device=device))
+    torch.testing.assert_close(ld.cpu(), ref[None].cpu())
     tol = 1e-4 if dtype == torch.float32 else 1e-10
-    torch.testing.assert_close(pre.inverse(y), xt, atol=tol, rtol=tol)
+    torch.testing.assert_close(pre.inverse(y).cpu(), xt.cpu(), atol=tol, rtol=tol)
 
 
-def test_state_dict_and_errors(photons):
-    pre = PhysicsPreprocessor(KINDS, names=NAMES).fit(photons)
-    fresh = PhysicsPreprocessor(KINDS, names=NAMES)
+def test_state_dict_and_errors(photons, device):
+    pre = PhysicsPreprocessor(KINDS, names=NAMES).fit(photons).to(device)
+    fresh = PhysicsPreprocessor(KINDS, names=NAMES).to(device)
     with pytest.raises(RuntimeError, match="fitted"):
         fresh(photons)
     fresh.load_state_dict(pre.state_dict())
-    g = torch.Generator().manual_seed(0)
-    torch.testing.assert_close(
-        fresh(torch.tensor(photons), generator=g), pre(torch.tensor(photons), generator=g.manual_seed(0))
-    )
+    g = torch.Generator().manual_seed(0)  # dequantisation draws on the CPU, moved to the data's device
+    p = torch.tensor(photons, device=device)
+    torch.testing.assert_close(fresh(p, generator=g).cpu(), pre(p, generator=g.manual_seed(0)).cpu())
     bad = photons.copy()
     bad[3, 0] = -1.0
     with pytest.raises(ValueError, match="column 'pt': 'log' needs x > 0"):
@@ -86,7 +87,7 @@ def test_state_dict_and_errors(photons):
         PhysicsPreprocessor(["sqrt"])
 
 
-def test_spike_asinh_tail_round_trip_and_jacobian():
+def test_spike_asinh_tail_round_trip_and_jacobian(device):
     """``spike_asinh``: exponential tail -> asinh(x/m) (inside a spline range), spike dequantised below 0 in t,
     exact round trip, Jacobian of the continuous part against autograd."""
     rng = np.random.default_rng(2)
@@ -109,10 +110,11 @@ def test_spike_asinh_tail_round_trip_and_jacobian():
     back = pre.inverse(y)
     np.testing.assert_allclose(back[:, 0], iso, rtol=1e-12, atol=1e-12)
     assert np.array_equal(back[:, 0] == 0, zeros)
-    xt = torch.tensor([[0.0], [0.3], [7.5]], dtype=torch.float64)
+    pre = pre.to(device)
+    xt = torch.tensor([[0.0], [0.3], [7.5]], dtype=torch.float64, device=device)
     ref = [-np.log(pre.std[0].item())] + [  # spike row: only the standardisation
         torch.log(torch.autograd.functional.jacobian(lambda r: pre(r[None])[0], xt[i]).abs()).item() for i in (1, 2)
     ]
-    torch.testing.assert_close(pre.log_abs_det_jacobian(xt), torch.tensor(ref, dtype=torch.float64))
+    torch.testing.assert_close(pre.log_abs_det_jacobian(xt).cpu(), torch.tensor(ref, dtype=torch.float64))
     with pytest.raises(ValueError, match="'spike' at 0.0 needs x >= 0.0"):
         PhysicsPreprocessor(["spike_asinh"]).fit(np.array([[0.0], [-1.0], [2.0]]))

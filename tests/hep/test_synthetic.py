@@ -17,6 +17,7 @@ from bgflow_sci.hep.synthetic import (
     true_correction,
     write_root,
 )
+from tests.conftest import require
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_photon_table_and_determinism():
 
 
 def test_write_root(tmp_path):
-    uproot = pytest.importorskip("uproot")
+    uproot = require("uproot")
     from bgflow_sci.hep.io import read_tree
 
     path = write_root(tmp_path / "hgg.root", 300, 200, seed=1)

@@ -28,7 +28,8 @@ def test_log_z_gaussian_within_bootstrap_error(device, dtype):
     gen = torch.Generator().manual_seed(1)
     est = log_z(gaussian_log_weights(20000, gen, device, dtype), generator=torch.Generator().manual_seed(2))
     assert isinstance(est, Estimate)
-    assert 0 < est.error < 0.05
+    # measured: error 0.0085 (|value - exact| = 0.0078), float32 and float64; the bound keeps "3 sigma" meaningful
+    assert 0 < est.error < 0.025
     assert abs(est.value - EXACT_LOG_Z) < 3 * est.error
 
 
@@ -40,6 +41,8 @@ def test_bootstrap_error_matches_spread_of_repeats(device, dtype):
     spread = float(values.std())
     mean_error = sum(r.error for r in runs) / len(runs)
     assert 0.5 < mean_error / spread < 2.0
+    # measured: spread 0.039, mean bootstrap error 0.037 (1000 samples per repeat); bounded so the check below bites
+    assert spread < 0.12
     # the repeats scatter around the exact value as the errors say
     assert abs(float(values.mean()) - EXACT_LOG_Z) < 4 * spread / math.sqrt(len(runs))
 

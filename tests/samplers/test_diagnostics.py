@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bgflow_sci.samplers import effective_sample_size, integrated_autocorrelation_time
+from bgflow_sci.samplers import autocorrelation_ess, integrated_autocorrelation_time
 
 
 def _ar1(rho: float, n_steps: int, n_chains: int, seed: int) -> torch.Tensor:
@@ -19,21 +19,21 @@ def _ar1(rho: float, n_steps: int, n_chains: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.5, 0.8, 0.95])
-def test_iat_of_ar1(rho):
-    x = _ar1(rho, 3000, 256, seed=int(rho * 100))
+def test_iat_of_ar1(rho, device):
+    x = _ar1(rho, 3000, 256, seed=int(rho * 100)).to(device)
     exact = (1 + rho) / (1 - rho)
     tau = integrated_autocorrelation_time(x)
     assert tau.shape == (2,)
     torch.testing.assert_close(tau, torch.full_like(tau, exact), rtol=0.1, atol=0.0)
     per_chain = integrated_autocorrelation_time(x, average_chains=False)
-    assert per_chain.shape == (256, 2)
+    assert per_chain.shape == (256, 2) and per_chain.device.type == device.type
     assert abs(float(per_chain.median()) / exact - 1) < 0.2
-    torch.testing.assert_close(effective_sample_size(x), 3000 * 256 / tau)
+    torch.testing.assert_close(autocorrelation_ess(x), 3000 * 256 / tau)
 
 
-def test_iat_float32_and_short_chains():
-    x = _ar1(0.9, 40, 8, seed=1).float()
+def test_iat_float32_and_short_chains(device):
+    x = _ar1(0.9, 40, 8, seed=1).float().to(device)
     tau = integrated_autocorrelation_time(x)  # too short for the window: a finite lower bound
     assert tau.dtype == torch.float32 and torch.isfinite(tau).all() and (tau < 19).all()
     with pytest.raises(ValueError, match="n_steps, n_chains"):
-        integrated_autocorrelation_time(torch.zeros(10))
+        integrated_autocorrelation_time(torch.zeros(10, device=device))

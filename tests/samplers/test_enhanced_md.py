@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-openmm = pytest.importorskip("openmm")
+from tests.conftest import require
+
+openmm = require("openmm")
 
 from bgflow_sci.distributions import Distribution, Normal  # noqa: E402
 from bgflow_sci.energies.openmm import MOLAR_GAS_CONSTANT  # noqa: E402
@@ -51,7 +53,7 @@ class TwoWellProposal(Distribution):
 
     def sample(self, n, context=None):
         component = torch.multinomial(self.log_weights.exp(), n, replacement=True)
-        return self.means[component] + self.std * torch.randn(n, 3)
+        return self.means[component] + self.std * torch.randn(n, 3, device=self.means.device)
 
     def log_prob(self, x, context=None):
         z = (x[:, None, :] - self.means) / self.std
@@ -59,8 +61,9 @@ class TwoWellProposal(Distribution):
         return torch.logsumexp(self.log_weights + log_n, dim=1)
 
 
-def proposal() -> Distribution:
-    return TwoWellProposal()
+def proposal(device: torch.device | str = "cpu") -> Distribution:
+    """The test proposal on ``device`` (the MD runs on OpenMM's CPU platform; draws and ``log q`` happen there)."""
+    return TwoWellProposal().to(device)
 
 
 def exact_marginal(edges: np.ndarray) -> tuple[np.ndarray, float]:
@@ -77,9 +80,9 @@ def well_labels(x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def enhanced_run():
+def enhanced_run(device):
     md = FlowEnhancedMD(
-        double_well_system(), T, proposal(), md_steps=40, proposals_per_cycle=4, timestep_fs=5.0, frame_every=20
+        double_well_system(), T, proposal(device), md_steps=40, proposals_per_cycle=4, timestep_fs=5.0, frame_every=20
     )
     return md.run(800, x0=[[A, 0.0, 0.0]], progress=False)
 
@@ -167,13 +170,17 @@ def test_bad_input_raises():
         md.run(1, x0=np.zeros((2, 3)), progress=False)
 
 
-def test_reproducible_continuable_and_global_rng_untouched():
+def test_reproducible_continuable_and_global_rng_untouched(device):
+    cuda = device.type == "cuda"
     state = torch.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state(device) if cuda else None
     runs = []
     for _ in range(2):
-        md = FlowEnhancedMD(double_well_system(), T, proposal(), md_steps=10, proposals_per_cycle=3, seed=7)
+        md = FlowEnhancedMD(double_well_system(), T, proposal(device), md_steps=10, proposals_per_cycle=3, seed=7)
         runs.append(md.run(15, x0=[A, 0.0, 0.0], progress=False))
     assert torch.equal(torch.get_rng_state(), state)
+    if cuda:
+        assert torch.equal(torch.cuda.get_rng_state(device), cuda_state)
     np.testing.assert_array_equal(runs[0].positions, runs[1].positions)
     np.testing.assert_array_equal(runs[0].accepted, runs[1].accepted)
     more = md.run(5, progress=False)  # continues from the last state
@@ -194,7 +201,7 @@ def test_count_transitions():
 
 
 def test_write_trajectory(tmp_path):
-    mdtraj = pytest.importorskip("mdtraj")
+    mdtraj = require("mdtraj")
     md = FlowEnhancedMD(double_well_system(), T, proposal(), md_steps=10, proposals_per_cycle=2, timestep_fs=5.0)
     r = md.run(6, x0=[A, 0.0, 0.0], progress=False)
     top = mdtraj.Topology()

@@ -48,13 +48,13 @@ def mediocre_bg(well: DoubleWell2D) -> BoltzmannGenerator:
 
 
 def _ks(x1: torch.Tensor, well: DoubleWell2D) -> float:
-    return kstest(x1.numpy(), double_well_x1_cdf(well)).pvalue
+    return kstest(x1.cpu().numpy(), double_well_x1_cdf(well)).pvalue
 
 
 @pytest.fixture(scope="module")
-def setup():
-    well = DoubleWell2D()
-    bg = mediocre_bg(well)
+def setup(device):
+    well = DoubleWell2D().to(device)
+    bg = mediocre_bg(well).to(device)
     torch.manual_seed(1)
     with torch.no_grad():
         x0, _ = bg.sample_with_log_prob(N_CHAINS)
@@ -82,6 +82,10 @@ def test_flow_kernels_reach_exact_double_well_marginal(setup, name):
         assert diag["mean_local_acceptance"] > 0.5
 
 
+def x0_device(bg: BoltzmannGenerator) -> torch.device:
+    return next(bg.parameters()).device
+
+
 class _Forgetful(torch.nn.Module):
     """The proposal with a wrong density ``log q = 0``: flow MCMC must then sample ``exp(-u) q``, not ``exp(-u)``."""
 
@@ -104,19 +108,20 @@ def test_marginal_test_detects_a_wrong_proposal_density(setup, kernel):
     assert _ks(samples[-1, :, 0], well) < 1e-6
 
 
-def test_independent_mh_with_exact_proposal_accepts_everything():
-    target = Normal(2, 0.5, 1.5).double()  # a normalised density used as the target energy -log p
+def test_independent_mh_with_exact_proposal_accepts_everything(device):
+    target = Normal(2, 0.5, 1.5).double().to(device)  # a normalised density used as the target energy -log p
     x0 = target.sample(500)
     _, _, diag = Sampler(IndependentMetropolis(target, target), x0, seed=3).run(20, progress=False)
     assert torch.all(diag["acceptance"] == 1.0)
-    _, _, diag = Sampler(IndependentMetropolis(target, Normal(2).double()), x0, seed=3).run(20, progress=False)
+    other = Normal(2).double().to(device)
+    _, _, diag = Sampler(IndependentMetropolis(target, other), x0, seed=3).run(20, progress=False)
     assert diag["mean_acceptance"] < 0.9
 
 
 def test_neutra_latent_energy_matches_jacobian_and_samples_target(setup):
     well, bg, _ = setup
     latent = LatentEnergy(bg)
-    z = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    z = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).to(x0_device(bg))
     jac = torch.stack([torch.autograd.functional.jacobian(lambda v: bg.flow(v[None])[0][0], zi) for zi in z])
     ref = well.energy(latent.push_forward(z)) - torch.linalg.slogdet(jac).logabsdet
     torch.testing.assert_close(latent.energy(z), ref)
@@ -125,6 +130,7 @@ def test_neutra_latent_energy_matches_jacobian_and_samples_target(setup):
     torch.testing.assert_close(latent.pull_back(latent.push_forward(z)), z)
 
     x_exact = well.sample_exact(N_CHAINS, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    x_exact = x_exact.to(x0_device(bg))
     sampler = Sampler(MALA(latent, 0.1), latent.pull_back(x_exact), seed=6)
     z_samples, _, diag = sampler.run(60, thin=60, burn_in=20, progress=False)
     x = latent.push_forward(z_samples)
@@ -160,7 +166,7 @@ def test_proposals_do_not_touch_global_rng(setup):
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_invalid_proposals_are_rejected_not_propagated():
+def test_invalid_proposals_are_rejected_not_propagated(device):
     """A target with an infinite wall: proposals beyond it get zero weight and are never accepted."""
     well = DoubleWell2D()
 
@@ -170,9 +176,10 @@ def test_invalid_proposals_are_rejected_not_propagated():
 
     target = Walled()
     x0 = well.sample_exact(400, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-    x0 = x0[x0[:, 0] <= 2.0]
+    x0 = x0[x0[:, 0] <= 2.0].to(device)
     with pytest.warns(RuntimeWarning, match="rejected"):
-        samples, _, diag = Sampler(ISIR(target, mediocre_bg(well), 3), x0, seed=10).run(10, progress=False)
+        kernel = ISIR(target, mediocre_bg(well).to(device), 3)
+        samples, _, diag = Sampler(kernel, x0, seed=10).run(10, progress=False)
     assert bool((samples[..., 0] <= 2.0).all()) and bool(torch.isfinite(samples).all())
     assert int(diag["n_invalid"].sum()) > 0 and int(diag["n_reset"].sum()) == 0
 

@@ -160,11 +160,15 @@ class TorchForceField(Energy):
             return x.new_zeros(0)
         return _EnergyWithForce.apply(x, self._evaluate)
 
-    def energy_and_force(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def energy_and_force(self, x: Tensor, create_graph: bool = False) -> tuple[Tensor, Tensor]:
         """Reduced energies ``(batch,)`` (kT) and forces ``-du/dx`` ``(batch, n_atoms * 3)`` (kT/nm) in one pass.
 
-        No autograd graph is built.  Invalid rows (non-finite input or energy) give ``+inf`` and zero force.
+        Analytic (overrides the autograd default of :class:`Energy`); no autograd graph is built, so
+        ``create_graph=True`` raises ``NotImplementedError``.  Invalid rows (non-finite input or energy) give ``+inf``
+        and zero force.
         """
+        if create_graph:
+            raise NotImplementedError("TorchForceField forces are analytic; create_graph=True is not supported")
         check_batch(x, self.dim)
         if x.shape[0] == 0:
             return x.new_zeros(0), x.new_zeros(0, self.dim)
@@ -176,12 +180,6 @@ class TorchForceField(Energy):
             u = torch.where(ok, u, torch.full_like(u, torch.inf))
             force = torch.where(ok[:, None], -du, torch.zeros_like(du))
         return u, force
-
-    def force(self, x: Tensor, create_graph: bool = False) -> Tensor:
-        """``-du/dx`` ``(batch, n_atoms * 3)`` in kT/nm, analytic; zero for invalid rows."""
-        if create_graph:
-            raise NotImplementedError("TorchForceField forces are analytic; create_graph=True is not supported")
-        return self.energy_and_force(x)[1]
 
     @torch.no_grad()
     def components(self, x: Tensor) -> dict[str, tuple[Tensor, Tensor]]:

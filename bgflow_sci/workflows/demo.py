@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from . import reweighting as rw
-from .bg import BoltzmannGenerator
-from .distributions import Normal
-from .energies import DoubleWell2D
-from .flows import real_nvp
-from .plotting import plot_2d_densities, plot_free_energy_profiles, plot_metrics
-from .training.recipes import ml_then_kl
+from .. import reweighting as rw
+from ..bg import BoltzmannGenerator
+from ..distributions import Normal
+from ..energies import DoubleWell2D
+from ..flows import real_nvp
+from ..plotting import plot_2d_densities, plot_free_energy_profiles, plot_metrics
+from ..training.recipes import ml_then_kl
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class DemoConfig:
     ml_anchor: float = 0.2
     batch_size: int = 512
     lr: float = 2e-3
-    n_blocks: int = 4
+    n_layers: int = 8  # affine couplings
     hidden: tuple[int, ...] = (64, 64)
     n_samples: int = 200_000
     n_bootstrap: int = 200
@@ -59,7 +59,7 @@ def run_demo(
     device = torch.device(device)
 
     target = DoubleWell2D().to(device, dtype)
-    bg = BoltzmannGenerator(Normal(2), real_nvp(2, config.n_blocks, config.hidden), target).to(device, dtype)
+    bg = BoltzmannGenerator(Normal(2), real_nvp(2, config.n_layers, hidden=config.hidden), target).to(device, dtype)
     data = target.sample_exact(config.n_data).to(device, dtype)
 
     total = config.ml_steps + config.kl_steps
@@ -79,7 +79,7 @@ def run_demo(
     trainer.train(total)
 
     bg.eval()
-    x, log_w = bg.sample(config.n_samples, batch_size=50_000)
+    x, log_w = bg.sample_with_log_weights(config.n_samples, batch_size=50_000)
     cv = x[:, 0]
     ess = rw.ess(log_w)
     left, right = cv < 0, cv >= 0

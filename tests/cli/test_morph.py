@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -10,9 +9,11 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("uproot")
+from tests.conftest import require
 
-from bgflow_sci.hep.cli import add_morph_parser  # noqa: E402
+require("uproot")
+
+from bgflow_sci.cli import main  # noqa: E402
 from bgflow_sci.hep.io import read_tree  # noqa: E402
 from bgflow_sci.hep.morphing import MorphingFlow  # noqa: E402
 from bgflow_sci.hep.synthetic import write_root  # noqa: E402
@@ -21,10 +22,7 @@ VARS, CONTEXT = ["r9_1", "sieie_1", "iso_1"], ["pt_1", "eta_1"]
 
 
 def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bgflow-sci")
-    add_morph_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["morph", *argv])
-    return args.func(args)
+    return main(["morph", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +145,36 @@ def test_train_and_report_bad_input(trained, tmp_path):
     with pytest.raises(SystemExit, match="r9_1_corr.*morph apply"):
         _run(["report", "--data", f"{test}:data", "--corrected", f"{test}:mc", "--model", str(model), "--out",
               str(tmp_path / "r")])  # fmt: skip
+
+
+def test_morph_train_resumes_after_sigkill(tmp_path):
+    """``morph train`` killed mid-run and ``--resume``d ends with the parameters of an uninterrupted run."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from bgflow_sci.io import load_checkpoint
+
+    from .._killing import kill_after_checkpoint
+
+    data = write_root(tmp_path / "train.root", 600, 600, seed=0)
+
+    def args(out):
+        return ["morph", "train", "--mc", f"{data}:mc", "--data", f"{data}:data", "--vars", *VARS, "--context",
+                *CONTEXT, "--kinds", "r9_1=logit", "sieie_1=log", "iso_1=spike", "pt_1=log", "--steps", "400",
+                "--batch-size", "128", "--layers", "2", "--eval-batches", "2", "--checkpoint-every", "20",
+                "--out", str(out), "--no-progress", "--threads", "1"]  # fmt: skip
+
+    assert _run(args(tmp_path / "full.pt")[1:]) == 0
+    cmd = [sys.executable, "-m", "bgflow_sci.cli", *args(tmp_path / "killed.pt")]
+    step = kill_after_checkpoint(cmd, tmp_path / "killed.pt.ckpt", 40)
+    assert 40 <= step < 400 and not (tmp_path / "killed.pt").exists()
+    proc = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["resumed"] is True
+    a = load_checkpoint(tmp_path / "full.pt", "variable_model")["state_dict"]
+    b = load_checkpoint(tmp_path / "killed.pt", "variable_model")["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        _run([*args(tmp_path / "other.pt")[1:], "--resume"])

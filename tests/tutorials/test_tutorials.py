@@ -1,62 +1,26 @@
-"""The tutorials and the CLI run end to end in quick mode and produce what they promise."""
+"""The tutorials run end to end in quick mode and produce what they promise."""
 
 from __future__ import annotations
 
-import json
 import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import require
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tutorial_double_well_quick(tmp_path):
     module = runpy.run_path(str(ROOT / "tutorials" / "01_boltzmann_generator_double_well.py"))
     result = module["main"](quick=True, out=str(tmp_path))
+    # quick mode measured: ESS 0.886, ΔF -1.699 ± 0.025 kT against the exact -1.691 kT
     assert result["ess"] > 0.3
+    assert 0 < result["delta_f_error"] < 0.075
     assert abs(result["delta_f"] - result["exact"]) < max(0.3, 4 * result["delta_f_error"])
     for name in ("training.png", "free_energy_x1.png"):
         assert (tmp_path / name).stat().st_size > 10_000
-
-
-def test_cli_demo_quick(tmp_path):
-    out = tmp_path / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bgflow_sci.cli", "demo", "--quick", "--no-progress", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "ESS" in proc.stdout and "±" in proc.stdout
-    results = json.loads((out / "results.json").read_text())
-    assert results["abs_error"] < 0.2
-    assert 0.0 < results["ess"] <= 1.0
-    for name in ("densities.png", "free_energy_x1.png", "training.png"):
-        assert (out / name).stat().st_size > 10_000
-
-
-def test_cli_help_explains_options():
-    proc = subprocess.run([sys.executable, "-m", "bgflow_sci.cli", "demo", "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0
-    for option in ("--quick", "--seed", "--device", "--out"):
-        assert option in proc.stdout
-
-
-def test_cli_rejects_unavailable_cuda(tmp_path):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("CUDA is available here")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bgflow_sci.cli", "demo", "--quick", "--device", "cuda", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode != 0 and "CUDA is not available" in proc.stderr
 
 
 def test_tutorial_sampling_double_well_quick(tmp_path):
@@ -64,6 +28,8 @@ def test_tutorial_sampling_double_well_quick(tmp_path):
     r = module["main"](quick=True, out=str(tmp_path))
     exact = r["exact"]
     value, error = r["stochastic flow"]
+    # quick mode measured: stochastic flow ΔF -1.698 ± 0.104 kT against the exact -1.691 kT
+    assert 0 < error < 0.3
     assert abs(value - exact) < 4 * error + 0.2
     # local MCMC started in one well stays biased; flow MCMC from the same start gets much closer
     assert abs(r["flow MCMC (IMH)"][0] - exact) < abs(r["MALA"][0] - exact) / 3
@@ -71,7 +37,7 @@ def test_tutorial_sampling_double_well_quick(tmp_path):
 
 
 def test_tutorial_hep_sim_to_data_quick(tmp_path):
-    pytest.importorskip("uproot")
+    require("uproot")
     module = runpy.run_path(str(ROOT / "tutorials" / "04_hep_sim_to_data.py"))
     r = module["main"](quick=True, out=str(tmp_path))  # ≈ 20 s CPU on 1 thread
     auc, w1, corr = r["auc"], r["w1"], r["corr_diff"]
@@ -90,3 +56,23 @@ def test_tutorial_hep_sim_to_data_quick(tmp_path):
     assert abs(eff["MDMM morphing"] - eff["data"]) < 0.5 * abs(eff["MC"] - eff["data"])
     for name in ("hep_variables.png", "hep_correlations.png", "hep_mass.png", "hep_mdmm_history.png"):
         assert (tmp_path / name).stat().st_size > 10_000
+
+
+def test_tutorial_alanine_dipeptide_quick(tmp_path):
+    module = runpy.run_path(str(ROOT / "tutorials" / "05_alanine_dipeptide.py"))
+    summary = module["main"](quick=True, out=str(tmp_path))
+    # quick mode measured (CPU, 1 thread, ≈ 90 s): Kish ESS 0.0234 of 5000 samples, held-out NLL -215.6,
+    # flow-enhanced MD acceptance 0.12 (24 of 200 proposals); bounds at about 1/3 of that
+    assert summary["ess"] > 0.008, summary["ess"]
+    assert summary["heldout_nll"] < -210, summary["heldout_nll"]
+    # ΔF between the φ basins: 180 steps of a tiny flow do not resolve it (measured 8.15 ± 0.38 kT against the
+    # reference 3.85 kT; at a 2 % ESS the bootstrap error underestimates the bias), so only finite and bounded:
+    # positive (αL/C7ax is the less populated basin), below 12 kT (an empty basin gives +inf), error below 3x 0.38
+    for name in ("phi_basin", "phi_sign"):
+        df = summary["delta_f"][name]
+        assert 1.0 < df["reweighted"] < 12.0 and 0 < df["error"] < 1.2, (name, df)
+        assert df["reference"] == pytest.approx(3.85, abs=0.02) and 0 < df["reference_error"] < 0.1, (name, df)
+    md = summary["enhanced_md"]
+    assert md["cycles"] == 20 and md["n_md_steps"] == 400 and 0.03 < md["acceptance_rate"] <= 1, md
+    for fig in summary["figures"]:
+        assert Path(fig).stat().st_size > 10_000

@@ -17,8 +17,9 @@ class normalised to the same total weight) converges to ``s = log(p_data / p_MC)
 :class:`~bgflow_sci.training.Trainer`.
 
 Final event weights are ``w_event · w`` (MC generator weights, possibly negative, are kept), optionally clipped
-(:func:`clip_weights`) and normalised; the Kish ESS (:func:`bgflow_sci.reweighting.ess`) and a χ²/ndf of the
-reweighted histograms against data (:func:`histogram_chi2`) summarise the result.
+(:func:`clip_weights`) and normalised; the Kish ESS (:func:`bgflow_sci.reweighting.ess` of the log weights,
+``ess(torch.log(torch.as_tensor(w)))`` for non-negative weights ``w``) and a χ²/ndf of the reweighted histograms
+against data (:func:`histogram_chi2`) summarise the result.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..reweighting import ess
 from ..training.trainer import Trainer
 from .preprocessing import PhysicsPreprocessor
 from .quantile_flow import ConditionalDensityFlow, FlowQuantileMorpher
@@ -41,7 +41,6 @@ __all__ = [
     "ClassifierReweighter",
     "clip_weights",
     "density_ratio_log_weights",
-    "effective_sample_size",
     "fit_ratio_flows",
     "histogram_chi2",
 ]
@@ -132,22 +131,6 @@ def clip_weights(
             raise ValueError("the weights have no positive total")
         w = w * (len(w) / total)
     return w
-
-
-def effective_sample_size(weights: Any) -> float:
-    """Kish ESS as a fraction of ``n``, ``(Σw)² / (n Σw²)``, via :func:`bgflow_sci.reweighting.ess`.
-
-    Signed weights (negative generator weights): ``ess(log|w|) · (Σw / Σ|w|)²``, which is the same formula.
-    Non-finite weights count as zero; an empty batch gives ``nan``.
-    """
-    w = torch.as_tensor(np.asarray(weights.detach().cpu() if isinstance(weights, Tensor) else weights, np.float64))
-    w = torch.where(torch.isfinite(w), w, torch.zeros_like(w))
-    a = w.abs()
-    with np.errstate(divide="ignore"):
-        frac = ess(torch.log(a))
-    if len(w) and (w < 0).any():
-        frac *= float((w.sum() / a.sum()) ** 2)
-    return frac
 
 
 def histogram_chi2(
