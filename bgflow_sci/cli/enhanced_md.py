@@ -31,7 +31,9 @@ def add_parser(sub) -> None:
         description=(
             "Alternate --md-steps OpenMM Langevin steps with --proposals independent Metropolis moves drawn from "
             "the trained Boltzmann generator and accepted with the exact OpenMM energy (unbiased). Writes the "
-            "trajectory and enhanced_md.json (acceptance, evaluations, transitions between the system's regions)."
+            "trajectory, cvs.npz (per frame: the system's collective variables and region labels) and "
+            "enhanced_md.json (acceptance, evaluations, transitions between the system's free-energy regions: for "
+            "a config system those of its collective_variables and free_energy_regions)."
         ),
     )
     p.add_argument("checkpoint", help="model.pt written by `bgflow-sci train`")

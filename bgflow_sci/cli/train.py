@@ -35,14 +35,22 @@ def add_parser(sub) -> None:
         "train",
         help="train a Boltzmann generator for a system folder, then sample and reweight it",
         description=(
-            "Train the Boltzmann generator of SYSTEM (a name under systems/, a system folder or a config file "
-            "beside its system.py): maximum likelihood on its reference data, then reverse KL against its energy, "
+            "Train the Boltzmann generator of SYSTEM (a name under systems/, a system folder, a config file "
+            "beside its system.py, or a molecule config file with a 'topology' key: a PDB plus force-field names, "
+            "Amber, GROMACS or OpenMM XML inputs; without 'trajectories' its reference MD is generated first from "
+            "its 'md' section and reused next time): maximum likelihood on its reference data, then reverse KL "
+            "against its energy, "
             "then sample and reweight (unless --no-evaluate). Writes run.json, checkpoint.pt (every "
             "train.checkpoint_every steps), model.pt, metrics.jsonl, training.png, samples.npz (+ trajectory), "
             "results.json and free-energy plots to --out. --resume continues an interrupted run in --out."
         ),
     )
-    p.add_argument("system", nargs="?", default=None, help="system name (e.g. alanine_dipeptide), folder, or config")
+    p.add_argument(
+        "system",
+        nargs="?",
+        default=None,
+        help="system name (e.g. alanine_dipeptide), folder, or molecule config file (JSON/YAML/TOML)",
+    )
     p.add_argument("--config", default=None, help="JSON file whose sections override the system's config.json")
     p.add_argument(
         "--set",

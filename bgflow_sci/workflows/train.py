@@ -10,7 +10,10 @@ A system module ``systems/<name>/system.py`` (see ``systems/README.md``) provide
 * ``training_data(config) -> np.ndarray``: ``(frames, dim)`` reference samples for maximum likelihood;
 
 and optionally the hooks that :mod:`~bgflow_sci.workflows.reweight` and :mod:`~bgflow_sci.workflows.enhanced_md`
-read. Training is :func:`~bgflow_sci.training.ml_then_kl` (maximum likelihood, then reverse KL with an ML anchor).
+read. A molecule config file (``topology`` key; :mod:`~bgflow_sci.workflows.molecule`) is a system too: its
+:class:`~bgflow_sci.workflows.config_system.ConfigSystem` provides these hooks, and without ``trajectories`` the
+reference MD of its ``md`` section is generated first (beside the config, reused next time).
+Training is :func:`~bgflow_sci.training.ml_then_kl` (maximum likelihood, then reverse KL with an ML anchor).
 A :class:`~bgflow_sci.state_mixture.StateMixture` (one flow per metastable state) is trained component by
 component on the frames of its state (per-state overrides ``train.states``), then
 :meth:`~bgflow_sci.state_mixture.StateMixture.calibrate` sets the state weights.
@@ -111,6 +114,8 @@ def train(
 
     out = Path(out)
     module, config = _run_config(out, system, config_path, overrides or {}, resume)
+    if hasattr(module, "md_progress"):  # a config system generating its reference MD first
+        module.md_progress = progress
     device = torch.device(device)
     t = config["train"]
     torch.manual_seed(t["seed"])

@@ -207,7 +207,7 @@ def make_boltzmann_generator(config: dict[str, Any], data, statistics: dict | No
 
     With ``model.states = {"torsion": [i, j, k, l], "boundaries": [...]}`` it is a
     :class:`~bgflow_sci.state_mixture.StateMixture`: one generator per arc of that Z-matrix torsion
-    (``molecular_state_mixture``). The shipped config cuts C(ACE)-N-CA-CB (atoms 4, 6, 8, 9; it is φ + 2.06 rad,
+    (``molecular_state_mixture``). The shipped config cuts C(ACE)-N-CA-HA (atoms 4, 6, 8, 9; it is φ + 2.06 rad,
     ±0.08, the offset fixed by the tetrahedral CA) at φ ≈ 0 and φ ≈ BASIN_SPLIT, both free-energy barriers
     (≥ 11 kT above the β basin): one generator for β/C5/αR, one for the αL/C7ax basin.
     ``statistics`` (the ``bg.build_statistics`` a saved model carries) replaces ``data``.

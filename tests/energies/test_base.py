@@ -193,6 +193,7 @@ AUTOGRAD_ALLOWED = {
     "energies/base.py": "Energy.energy_and_force: the one force of an energy by autograd",
     "flows/continuous.py": "divergence of an ODE flow's vector field (exact trace and Hutchinson estimator)",
     "flows/smooth.py": "gradients of a root-finding inverse by the implicit function theorem",
+    "energies/forcefield/custom.py": "gradients of arbitrary user energy expressions of OpenMM Custom* forces",
 }  # force matching takes the model's force through as_energy(-log q).energy_and_force
 _AUTOGRAD = re.compile(r"autograd\.grad\b|from\s+torch\.autograd\s+import[^\n]*\bgrad\b|torch\.func\.grad|functorch")
 

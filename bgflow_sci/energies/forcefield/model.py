@@ -83,7 +83,8 @@ class TorchForceField(Energy):
 
         Supported forces: HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce, NonbondedForce (NoCutoff,
         CutoffNonPeriodic, CutoffPeriodic with reaction field, optional switching and dispersion correction),
-        GBSAOBCForce; CMMotionRemover is ignored; anything else raises ``ValueError``.  Positions-dependent
+        GBSAOBCForce, Custom{Bond,Angle,Torsion,CompoundBond,Nonbonded,GB}Force (expressions compiled to torch, see
+        ``forcefield.custom``); CMMotionRemover is ignored; anything else raises ``ValueError``.  Positions-dependent
         quantities only: the periodic box is the System's default box.
         """
         from openmm import unit

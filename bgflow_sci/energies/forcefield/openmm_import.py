@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from .bonded import HarmonicAngles, HarmonicBonds, PeriodicTorsions
+from .cmap import CMAPTorsions
+from .custom import CUSTOM_FORCES, import_custom_force
 from .gbsa import OBC2
 from .nonbonded import ONE_4PI_EPS0, DensePairs, ExceptionPairs, dispersion_correction
 
@@ -18,7 +20,9 @@ SUPPORTED_FORCES = (
     "PeriodicTorsionForce",
     "NonbondedForce",
     "GBSAOBCForce",
+    "CMAPTorsionForce",
     "CMMotionRemover",
+    *CUSTOM_FORCES,
 )
 
 
@@ -92,8 +96,17 @@ def import_system(system) -> ImportedTerms:
                 out.vector_terms.append(
                     (name, PeriodicTorsions(i, j, kk, ll, per, [_v(x) for x in ph], [_v(x) for x in k], n, fbox))
                 )
+        elif isinstance(force, openmm.CMAPTorsionForce):
+            maps = [force.getMapParameters(k) for k in range(force.getNumMaps())]
+            rows = [force.getTorsionParameters(k) for k in range(force.getNumTorsions())]
+            if rows:
+                maps = [(size, [_v(e) for e in energy]) for size, energy in maps]
+                out.vector_terms.append((name, CMAPTorsions(maps, rows, n, fbox)))
         elif isinstance(force, openmm.NonbondedForce):
             _import_nonbonded(force, name, out, pair_periodic)
+        elif kind in CUSTOM_FORCES:
+            for term in import_custom_force(force, index, n, box):
+                out.vector_terms.append((name, term))
         elif isinstance(force, openmm.GBSAOBCForce):
             method = force.getNonbondedMethod()
             if method not in (0, 1, 2):
