@@ -9,7 +9,7 @@ raise ``ValueError``. An empty batch gives ``nan`` scalars and empty (or all-emp
 
 from .bootstrap import Estimate, block_bootstrap, block_bootstrap_sums, bootstrap, bootstrap_std, contiguous_blocks
 from .estimates import importance_sampling_summary, log_z
-from .free_energy import Profile, free_energy_difference, free_energy_profile
+from .free_energy import Profile, ProfileDifference, free_energy_difference, free_energy_profile, profile_difference
 from .histogram import Histogram, reweighted_histogram
 from .mbar import MBARResult, mbar_free_energies, mbar_log_weights
 from .weights import ess, ess_tensor, log_mean_exp, normalized_weights
@@ -19,6 +19,7 @@ __all__ = [
     "Histogram",
     "MBARResult",
     "Profile",
+    "ProfileDifference",
     "block_bootstrap",
     "block_bootstrap_sums",
     "bootstrap",
@@ -34,5 +35,6 @@ __all__ = [
     "mbar_free_energies",
     "mbar_log_weights",
     "normalized_weights",
+    "profile_difference",
     "reweighted_histogram",
 ]

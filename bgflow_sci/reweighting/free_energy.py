@@ -145,3 +145,42 @@ def free_energy_profile(
         counts,
         ess_bins.to(out_dtype),
     )
+
+
+class ProfileDifference(NamedTuple):
+    """How far a free-energy profile lies from a reference on the same bins (kT): the probability-weighted rms and
+    the largest absolute difference after the best constant shift, over ``bins`` compared bins."""
+
+    rms: float
+    max_abs: float
+    bins: int
+
+
+def profile_difference(
+    free_energy: Tensor, reference: Tensor, below_kt: float = 5.0, edges: Tensor | None = None
+) -> ProfileDifference:
+    """Compare profile ``F`` to reference ``R`` (both ``(n_bins,)`` kT on the same bins, each up to a constant).
+
+    Compared bins: finite in both and with ``R_k - min R <= below_kt``. With reference bin probabilities
+    ``p_k ∝ exp(-R_k) width_k`` over those bins (``edges`` give the widths, equal widths when ``None``) the shift
+    ``c = sum_k p_k (F_k - R_k)`` minimises ``sum_k p_k (F_k - c - R_k)^2``; returns
+    ``rms = sqrt(sum_k p_k (F_k - c - R_k)^2)`` and ``max_abs = max_k |F_k - c - R_k|``. No bin in common gives
+    ``nan`` values and ``bins = 0``.
+    """
+    f = torch.as_tensor(free_energy, dtype=torch.float64).reshape(-1)
+    r = torch.as_tensor(reference, dtype=torch.float64).reshape(-1)
+    if f.shape != r.shape:
+        raise ValueError(f"profile and reference must have the same bins, got {tuple(f.shape)} and {tuple(r.shape)}")
+    finite = torch.isfinite(f) & torch.isfinite(r)
+    if not bool(finite.any()):
+        return ProfileDifference(math.nan, math.nan, 0)
+    r_min = r[finite].min()
+    keep = finite & (r - r_min <= below_kt)
+    log_p = -(r - r_min)
+    if edges is not None:
+        log_p = log_p + torch.log(torch.diff(torch.as_tensor(edges, dtype=torch.float64).reshape(-1)))
+    p = torch.softmax(torch.where(keep, log_p, torch.full_like(log_p, -math.inf)), dim=0)
+    diff = torch.where(keep, f - r, torch.zeros_like(f))
+    shifted = diff - (p * diff).sum()
+    rms = float(torch.sqrt((p * shifted**2).sum()))
+    return ProfileDifference(rms, float(shifted[keep].abs().max()), int(keep.sum()))

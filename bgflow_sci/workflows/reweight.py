@@ -26,6 +26,11 @@ from .systems import load_system, resolve_system_reference
 __all__ = ["reweight"]
 
 
+def _finite_or_none(values) -> list[float | None]:
+    """A 1D array as a JSON-safe list: ``inf``/``nan`` become ``None``."""
+    return [float(v) if math.isfinite(float(v)) else None for v in np.asarray(values, dtype=float).reshape(-1)]
+
+
 def reweight(samples: str | os.PathLike, out: str | os.PathLike, n_bootstrap: int | None = None) -> dict[str, Any]:
     """Importance-reweight samples written by :func:`~bgflow_sci.workflows.sample.sample`: ESS, log Z, ΔF of the
     system's regions and profiles of its collective variables (flow, reweighted flow, reference), with bootstrap
@@ -75,6 +80,20 @@ def reweight(samples: str | os.PathLike, out: str | os.PathLike, n_bootstrap: in
         ref = (reference or {}).get("profiles", {}).get(name)
         if ref is not None:
             profiles["reference"] = SimpleNamespace(**ref)
+        reweighted = profiles["reweighted flow"]
+        entry = {  # kT; null where a bin holds no sample
+            "centers": _finite_or_none(reweighted.centers),
+            "reweighted": _finite_or_none(reweighted.free_energy),
+            "error": _finite_or_none(reweighted.error),
+            "flow_only": _finite_or_none(flow.free_energy),
+        }
+        same_bins = ref is not None and np.shape(ref["centers"]) == tuple(reweighted.centers.shape)
+        if same_bins and np.allclose(np.asarray(ref["centers"], dtype=float), reweighted.centers.numpy(), atol=1e-9):
+            ref_f = torch.as_tensor(np.asarray(ref["free_energy"], dtype=float))
+            entry["reference"] = _finite_or_none(ref_f)
+            diff = rw.profile_difference(reweighted.free_energy, ref_f, edges=edges)
+            entry["vs_reference"] = {"rms": diff.rms, "max_abs": diff.max_abs, "bins": diff.bins, "below_kt": 5.0}
+        results.setdefault("profiles", {})[name] = entry
         values = [np.asarray(p.free_energy)[np.isfinite(np.asarray(p.free_energy))] for p in profiles.values()]
         top = max((float(v.max()) for v in values if v.size), default=10.0)
         ylim = (-1.0, min(top, 30.0) + 2)

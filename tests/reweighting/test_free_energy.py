@@ -124,3 +124,27 @@ def test_profile_default_range_ignores_zero_weight_samples(device, dtype):
     lw = torch.tensor([0.0, 0.0, 0.0, -math.inf], device=device, dtype=dtype)
     prof = free_energy_profile(x, lw, bins=4)
     assert float(prof.edges[0]) == 0.0 and float(prof.edges[-1]) == 2.0
+
+
+def test_profile_difference_against_a_direct_computation():
+    from bgflow_sci.reweighting import profile_difference
+
+    ref = torch.tensor([0.0, 1.0, 2.0, 7.0, math.inf], dtype=torch.float64)
+    same = profile_difference(ref + 3.2, ref)
+    assert same.rms == pytest.approx(0.0, abs=1e-12) and same.max_abs == pytest.approx(0.0, abs=1e-12)
+    assert same.bins == 3  # the 7 kT bin is above below_kt, the empty one is left out
+    d = torch.tensor([0.3, -0.2, 0.5, 100.0, 0.0], dtype=torch.float64)
+    got = profile_difference(ref + 1.0 + d, ref, below_kt=5.0)
+    p = torch.exp(-ref[:3]) / torch.exp(-ref[:3]).sum()
+    shifted = d[:3] - (p * d[:3]).sum()
+    assert got.rms == pytest.approx(float(torch.sqrt((p * shifted**2).sum())), rel=1e-12)
+    assert got.max_abs == pytest.approx(float(shifted.abs().max()), rel=1e-12)
+    widths = torch.tensor([0.0, 1.0, 3.0, 4.0, 5.0, 6.0])  # unequal bins weight p_k by their width
+    wide = profile_difference(ref + d, ref, edges=widths)
+    pw = torch.exp(-ref[:3]) * torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
+    pw = pw / pw.sum()
+    sw = d[:3] - (pw * d[:3]).sum()
+    assert wide.rms == pytest.approx(float(torch.sqrt((pw * sw**2).sum())), rel=1e-12)
+    assert math.isnan(profile_difference(torch.full((3,), math.inf), torch.zeros(3)).rms)
+    with pytest.raises(ValueError, match="same bins"):
+        profile_difference(torch.zeros(3), torch.zeros(4))

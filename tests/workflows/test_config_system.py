@@ -428,6 +428,9 @@ def test_train_from_the_config_file_writes_results_and_plots(trained, molecule_d
     rw = json.loads((trained / "results.json").read_text())
     assert rw["samples"] == 400 and 0 < rw["ess"] <= 1
     entry = rw["delta_f"]["psi_split"]
+    profile = rw["profiles"]["psi_2"]  # the reweighted profile beside the MD's, and how far apart they are
+    assert len(profile["centers"]) == len(profile["reweighted"]) == len(profile["reference"]) == 36
+    assert profile["vs_reference"]["bins"] > 3 and 0 <= profile["vs_reference"]["rms"] < 10
     assert math.isfinite(entry["reweighted"]) and abs(entry["reference"]) < 0.1  # the split is the MD's median
     for name in (
         "training.png",
