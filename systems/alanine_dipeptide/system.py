@@ -40,18 +40,14 @@ def _check_solvent(solvent: str) -> str:
 
 
 def build_openmm_system(solvent: str = "obc2"):
-    """``(topology, system, positions)`` of alanine dipeptide; ``positions`` is a ``(22, 3)`` array in nm."""
-    from openmm import app, unit
+    """``(topology, system, positions)`` of alanine dipeptide; ``positions`` is a ``(22, 3)`` array in nm.
 
-    _check_solvent(solvent)
-    pdb = app.PDBFile(str(PDB_FILE))
-    files = ["amber99sbildn.xml"] + (["amber99_obc.xml"] if solvent == "obc2" else [])
-    forcefield = app.ForceField(*files)
-    system = forcefield.createSystem(
-        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False, removeCMMotion=True
-    )
-    positions = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
-    return pdb.topology, system, positions
+    The force field is defined once, in ``molecule_<solvent>.json`` beside this file, and built by the generic
+    :func:`bgflow_sci.workflows.load_molecule` (PDB + OpenMM force-field files, NoCutoff, no constraints)."""
+    from bgflow_sci.workflows import load_molecule
+
+    molecule = load_molecule(HERE / f"molecule_{_check_solvent(solvent)}.json")
+    return molecule.topology, molecule.system, molecule.positions
 
 
 def openmm_energy(solvent: str = "obc2", **kwargs: Any):

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from bgflow_sci.workflows.md import read_md
+
+from .._killing import kill_when
 
 PDB = Path(__file__).resolve().parents[2] / "data" / "alanine_dipeptide" / "alanine_dipeptide.pdb"
 NS, FRAME_PS = 0.1, 0.05
@@ -43,20 +43,14 @@ def _env() -> dict[str, str]:
 
 def _kill_after_frames(cmd: list[str], state: Path, min_frames: int, timeout: float = 300.0) -> int:
     """Start ``cmd``, SIGKILL it once ``state`` (a replica's state.json) commits ``min_frames`` frames."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
-    deadline, frames = time.monotonic() + timeout, 0
-    while time.monotonic() < deadline and proc.poll() is None:
+
+    def frames() -> int:
         try:
-            frames = int(json.loads(state.read_text())["frames"])
+            return int(json.loads(state.read_text())["frames"])
         except (FileNotFoundError, ValueError, KeyError):
-            frames = 0
-        if frames >= min_frames:
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {err.decode()[-2000:]}"
-    return frames
+            return 0
+
+    return kill_when(cmd, frames, min_frames, timeout)
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_trajectory(tmp_path):
