@@ -1,4 +1,5 @@
-"""CMAPTorsionForce of TorchForceField against OpenMM's Reference platform (ff19SB, CHARMM36; alanine dipeptide).
+"""CMAPTorsionForce of TorchForceField against OpenMM's Reference platform (ff19SB, CHARMM36 alone and whole;
+alanine dipeptide).
 
 Runtime: a few seconds (one System, one Reference context).
 """
@@ -87,10 +88,9 @@ def test_cmap_float32_close(ff19sb):
     assert np.all(rel < 1e-4), rel
 
 
-@pytest.fixture(scope="module")
-def charmm36_cmap_only():
-    """The CMAPTorsionForce of CHARMM36 on alanine dipeptide, alone in a System (the rest of CHARMM36 needs Custom
-    forces).  The capped dipeptide matches both CHARMM templates ALAD and AANM; the AANM template is dropped."""
+def _charmm36_system():
+    """CHARMM36 (vacuum, NoCutoff) on alanine dipeptide. The capped dipeptide matches two CHARMM templates, ALAD
+    (the alanine dipeptide as one residue) and AANM; AANM is dropped so that ALAD is used."""
     pdb = app.PDBFile(str(PDB))
     ff = app.ForceField("charmm36.xml")
     template = ff._templates.pop("AANM")
@@ -98,13 +98,35 @@ def charmm36_cmap_only():
         if template in candidates:
             candidates.remove(template)
     full = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
+    return full, np.asarray(pdb.positions.value_in_unit(unit.nanometer))
+
+
+@pytest.fixture(scope="module")
+def charmm36_cmap_only():
+    """The CMAPTorsionForce of CHARMM36 on alanine dipeptide, alone in a System."""
+    full, x0 = _charmm36_system()
     system = openmm.System()
     for k in range(full.getNumParticles()):
         system.addParticle(full.getParticleMass(k))
     (cmap,) = [f for f in full.getForces() if isinstance(f, openmm.CMAPTorsionForce)]
     system.addForce(openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(cmap)))
-    x0 = np.asarray(pdb.positions.value_in_unit(unit.nanometer))
     return system, x0
+
+
+def test_charmm36_in_vacuum_matches_reference():
+    """The whole CHARMM36 system: Urey-Bradley and harmonic impropers (Custom{Bond,Torsion}Force), CMAP, NBFIX
+    Lennard-Jones (CustomNonbondedForce) beside NonbondedForce; float64, 1e-6 / 1e-5 relative."""
+    system, x0 = _charmm36_system()
+    kinds = {type(f).__name__ for f in system.getForces()}
+    assert {"CMAPTorsionForce", "CustomNonbondedForce", "CustomTorsionForce", "CustomBondForce"} <= kinds
+    rng = np.random.default_rng(5)
+    xs = x0[None] + 0.015 * rng.standard_normal((16,) + x0.shape)
+    e_ref, f_ref = _reference(system, xs)
+    ff, _, u, f = _ours(system, xs, torch.float64)
+    e, force = u.numpy() * ff.kT, f.numpy().reshape(f_ref.shape) * ff.kT
+    assert np.all(np.abs(e - e_ref) <= 1e-6 * np.abs(e_ref)), np.abs(e - e_ref) / np.abs(e_ref)
+    rel = np.linalg.norm(force - f_ref, axis=(1, 2)) / np.linalg.norm(f_ref, axis=(1, 2))
+    assert np.all(rel < 1e-5), rel
 
 
 @pytest.mark.parametrize("noise", [0.015, 0.1])
