@@ -4,8 +4,8 @@ and the F(φ_i), F(ψ_i) profiles of the reweighted flow against the shipped ref
 
     OMP_NUM_THREADS=1 python benchmarks/alanine_tetrapeptide.py --seeds 0 1 2 [--workers 2] [--set KEY=VALUE ...]
 
-Writes ``benchmarks/results/alanine_tetrapeptide/seed<K>/`` (the train output folders),
-``benchmarks/results/alanine_tetrapeptide.json`` (per seed and worst seed) and ``alanine_tetrapeptide_phi.png``.
+Writes ``OUT/seed<K>/`` (the train output folders; OUT default ``benchmarks/results/alanine_tetrapeptide``),
+``OUT.json`` (per seed and worst seed) and ``OUT_phi.png`` (F(φ_i) of every seed against the MD).
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ def main() -> None:
         "worst_seed": worst["seed"],
         "runs": [{k: v for k, v in r.items() if k != "profiles"} for r in runs],
     }
-    (RESULTS / "alanine_tetrapeptide.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    plot(runs, RESULTS / "alanine_tetrapeptide_phi.png")
+    (args.out.parent / f"{args.out.name}.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    plot(runs, args.out.parent / f"{args.out.name}_phi.png")
     print("| seed | ESS | wall (min) | " + " | ".join(f"rms F({n}) vs MD (kT)" for n in TORSIONS) + " |")
     for r in runs:
         rms = " | ".join(f"{(r['profiles_vs_md'].get(n) or {}).get('rms', float('nan')):.3f}" for n in TORSIONS)
