@@ -194,6 +194,7 @@ AUTOGRAD_ALLOWED = {
     "flows/continuous.py": "divergence of an ODE flow's vector field (exact trace and Hutchinson estimator)",
     "flows/smooth.py": "gradients of a root-finding inverse by the implicit function theorem",
     "energies/forcefield/custom.py": "gradients of arbitrary user energy expressions of OpenMM Custom* forces",
+    "energies/forcefield/ewald.py": "PME forces through the B-spline charge spreading and the FFT",
 }  # force matching takes the model's force through as_energy(-log q).energy_and_force
 _AUTOGRAD = re.compile(r"autograd\.grad\b|from\s+torch\.autograd\s+import[^\n]*\bgrad\b|torch\.func\.grad|functorch")
 

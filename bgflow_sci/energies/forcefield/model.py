@@ -82,9 +82,11 @@ class TorchForceField(Energy):
         """Compile ``system`` (an ``openmm.System``) at ``temperature`` (K).
 
         Supported forces: HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce, NonbondedForce (NoCutoff,
-        CutoffNonPeriodic, CutoffPeriodic with reaction field, optional switching and dispersion correction),
-        GBSAOBCForce, Custom{Bond,Angle,Torsion,CompoundBond,Nonbonded,GB}Force (expressions compiled to torch, see
-        ``forcefield.custom``); CMMotionRemover is ignored; anything else raises ``ValueError``.  Positions-dependent
+        CutoffNonPeriodic, CutoffPeriodic with reaction field, PME with OpenMM's α and grid (``forcefield.ewald``),
+        optional switching and dispersion correction; periodic triclinic boxes), GBSAOBCForce, CMAPTorsionForce,
+        Custom{Bond,Angle,Torsion,CompoundBond,Nonbonded,GB}Force (expressions compiled to torch, see
+        ``forcefield.custom``); CMMotionRemover is ignored; anything else (Ewald, LJPME, virtual sites) raises
+        ``ValueError``.  Positions-dependent
         quantities only: the periodic box is the System's default box.
         """
         from openmm import unit

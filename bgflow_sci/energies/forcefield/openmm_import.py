@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from .bonded import HarmonicAngles, HarmonicBonds, PeriodicTorsions
 from .cmap import CMAPTorsions
 from .custom import CUSTOM_FORCES, import_custom_force
+from .ewald import import_pme
 from .gbsa import OBC2
 from .nonbonded import ONE_4PI_EPS0, DensePairs, ExceptionPairs, dispersion_correction
 
@@ -102,6 +103,8 @@ def import_system(system) -> ImportedTerms:
             if rows:
                 maps = [(size, [_v(e) for e in energy]) for size, energy in maps]
                 out.vector_terms.append((name, CMAPTorsions(maps, rows, n, fbox)))
+        elif isinstance(force, openmm.NonbondedForce) and force.getNonbondedMethod() == openmm.NonbondedForce.PME:
+            _import_pme(force, system, name, out)
         elif isinstance(force, openmm.NonbondedForce):
             _import_nonbonded(force, name, out, pair_periodic)
         elif kind in CUSTOM_FORCES:
@@ -132,13 +135,40 @@ def import_system(system) -> ImportedTerms:
     return out
 
 
+def _import_pme(force, system, name: str, out: ImportedTerms) -> None:
+    """PME ``NonbondedForce``: smooth-PME Coulomb + cut-off LJ (:mod:`.ewald`), the exceptions' own terms, the
+    dispersion correction."""
+    if force.getNumParticleParameterOffsets() or force.getNumExceptionParameterOffsets():
+        raise ValueError("NonbondedForce parameter offsets (global-parameter dependent charges/LJ) are not supported")
+    if out.box is None:
+        raise ValueError("NonbondedForce method PME needs periodic box vectors in the System")
+    out.vector_terms.append((name, import_pme(force, system, out.box)))
+    rows = []
+    for k in range(force.getNumExceptions()):
+        i, j, qp, s, e = force.getExceptionParameters(k)
+        qp, s, e = _v(qp), _v(s), _v(e)
+        if qp != 0.0 or e != 0.0:
+            rows.append((i, j, ONE_4PI_EPS0 * qp, 4 * e * s**12, 4 * e * s**6))
+    if rows:
+        i, j, eq, ea, eb = zip(*rows)
+        box = out.box if force.getExceptionsUsePeriodicBoundaryConditions() else None
+        out.vector_terms.append((name, ExceptionPairs(i, j, eq, ea, eb, out.n_atoms, box)))
+    if force.getUseDispersionCorrection():
+        params = [force.getParticleParameters(k) for k in range(force.getNumParticles())]
+        sig = torch.tensor([_v(p[1]) for p in params], dtype=torch.float64)
+        eps = torch.tensor([_v(p[2]) for p in params], dtype=torch.float64)
+        switch = _v(force.getSwitchingDistance()) if force.getUseSwitchingFunction() else None
+        coefficient = dispersion_correction(sig, eps, _v(force.getCutoffDistance()), switch)
+        out.constants[name] = out.constants.get(name, 0.0) + coefficient / float(torch.det(out.box).abs())
+
+
 def _import_nonbonded(force, name: str, out: ImportedTerms, pair_periodic: set[bool]) -> None:
     method = force.getNonbondedMethod()
     names = {0: "NoCutoff", 1: "CutoffNonPeriodic", 2: "CutoffPeriodic", 3: "Ewald", 4: "PME", 5: "LJPME"}
     if method not in (0, 1, 2):
         raise ValueError(
             f"NonbondedForce method {names.get(method, method)} is not supported; "
-            "use NoCutoff, CutoffNonPeriodic or CutoffPeriodic (reaction field)"
+            "use NoCutoff, CutoffNonPeriodic, CutoffPeriodic (reaction field) or PME"
         )
     if force.getNumParticleParameterOffsets() or force.getNumExceptionParameterOffsets():
         raise ValueError("NonbondedForce parameter offsets (global-parameter dependent charges/LJ) are not supported")
