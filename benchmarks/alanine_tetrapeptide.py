@@ -28,6 +28,38 @@ RESULTS = HERE / "results"
 TORSIONS = ("phi_2", "phi_3", "phi_4", "psi_2", "psi_3", "psi_4")
 
 
+def collect(seed: int, out: Path, wall: float | None = None) -> dict:
+    """The results of a finished ``bgflow-sci train`` run in ``out`` (wall time: the given one, else train.json's)."""
+    results = json.loads((out / "results.json").read_text())
+    train = json.loads((out / "train.json").read_text())
+    return {
+        "seed": seed,
+        "wall_s": wall if wall is not None else train["train_wall_s"],
+        "train_cpu_s": train.get("train_cpu_s"),
+        "ess": results["ess"],
+        "samples": results["samples"],
+        "heldout_nll": train.get("heldout_nll"),
+        "delta_f": results.get("delta_f", {}),
+        "profiles_vs_md": {k: results["profiles"][k].get("vs_reference") for k in TORSIONS if k in results["profiles"]},
+        "flow_only_vs_md": {
+            k: _flow_only_distance(results["profiles"][k]) for k in TORSIONS if k in results["profiles"]
+        },
+        "profiles": {k: results["profiles"][k] for k in TORSIONS if k in results["profiles"]},
+    }
+
+
+def _flow_only_distance(profile: dict) -> float:
+    """rms distance (kT) of the unweighted flow's profile to the MD's (``reweighting.profile_difference``)."""
+    import torch
+
+    from bgflow_sci.reweighting import profile_difference
+
+    def arr(key):
+        return torch.tensor([np.inf if v is None else v for v in profile[key]], dtype=torch.float64)
+
+    return profile_difference(arr("flow_only"), arr("reference")).rms
+
+
 def train_seed(seed: int, out: Path, overrides: list[str]) -> dict:
     """One ``bgflow-sci train`` run (one thread) into ``out``; returns its results with the wall time (s)."""
     cmd = [sys.executable, "-m", "bgflow_sci.cli", "train", "alanine_tetrapeptide", "--out", str(out)]
@@ -39,18 +71,7 @@ def train_seed(seed: int, out: Path, overrides: list[str]) -> dict:
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
-    results = json.loads((out / "results.json").read_text())
-    train = json.loads((out / "train.json").read_text())
-    return {
-        "seed": seed,
-        "wall_s": wall,
-        "ess": results["ess"],
-        "samples": results["samples"],
-        "heldout_nll": train.get("heldout_nll"),
-        "delta_f": results.get("delta_f", {}),
-        "profiles_vs_md": {k: results["profiles"][k].get("vs_reference") for k in TORSIONS if k in results["profiles"]},
-        "profiles": {k: results["profiles"][k] for k in TORSIONS if k in results["profiles"]},
-    }
+    return collect(seed, out, wall)
 
 
 def plot(runs: list[dict], path: Path) -> None:
@@ -69,7 +90,11 @@ def plot(runs: list[dict], path: Path) -> None:
             p = run["profiles"][name]
             f = np.asarray([np.nan if v is None else v for v in p["reweighted"]], dtype=float)
             e = np.asarray([np.nan if v is None else v for v in p["error"]], dtype=float)
-            ax.errorbar(c, f - np.nanmin(f), e, fmt=".-", ms=3, capsize=2, label=f"reweighted flow, seed {run['seed']}")
+            line = ax.errorbar(
+                c, f - np.nanmin(f), e, fmt=".-", ms=3, capsize=2, label=f"reweighted, seed {run['seed']}"
+            )
+            q = np.asarray([np.nan if v is None else v for v in p["flow_only"]], dtype=float)
+            ax.plot(c, q - np.nanmin(q), "--", color=line[0].get_color(), lw=1, label=f"flow alone, seed {run['seed']}")
         ax.set_xlabel(name.replace("_", " ") + " (rad)")
         ax.set_xlim(-np.pi, 0.5)
         ax.set_ylim(-0.5, 8)
@@ -86,10 +111,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="seeds trained at once (one thread each)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="SECTION.KEY=VALUE for train")
     parser.add_argument("--out", type=Path, default=RESULTS / "alanine_tetrapeptide")
+    parser.add_argument("--collect", action="store_true", help="summarise finished runs in OUT/seed<K> (no training)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(args.workers) as pool:
-        runs = list(pool.map(lambda s: train_seed(s, args.out / f"seed{s}", args.overrides), args.seeds))
+    if args.collect:
+        runs = [collect(s, args.out / f"seed{s}") for s in args.seeds]
+    else:
+        with ThreadPoolExecutor(args.workers) as pool:
+            runs = list(pool.map(lambda s: train_seed(s, args.out / f"seed{s}", args.overrides), args.seeds))
     worst = min(runs, key=lambda r: r["ess"])
     summary = {
         "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
@@ -101,12 +130,23 @@ def main() -> None:
     }
     (args.out.parent / f"{args.out.name}.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     plot(runs, args.out.parent / f"{args.out.name}_phi.png")
-    print("| seed | ESS | wall (min) | " + " | ".join(f"rms F({n}) vs MD (kT)" for n in TORSIONS) + " |")
+    print(
+        "| seed | ESS | wall (min) | "
+        + " | ".join(f"F({n}) vs MD: reweighted / flow (kT rms)" for n in TORSIONS)
+        + " |"
+    )
     for r in runs:
-        rms = " | ".join(f"{(r['profiles_vs_md'].get(n) or {}).get('rms', float('nan')):.3f}" for n in TORSIONS)
-        print(f"| {r['seed']} | {100 * r['ess']:.1f} % | {r['wall_s'] / 60:.1f} | {rms} |")
+        rms = " | ".join(
+            f"{(r['profiles_vs_md'].get(n) or {}).get('rms', float('nan')):.2f} / {r['flow_only_vs_md'][n]:.2f}"
+            for n in TORSIONS
+        )
+        print(f"| {r['seed']} | {100 * r['ess']:.3g} % | {r['wall_s'] / 60:.1f} | {rms} |")
     for name in runs[0]["delta_f"]:
-        vals = ", ".join(f"{r['delta_f'][name]['reweighted']:.2f} ± {r['delta_f'][name]['error']:.2f}" for r in runs)
+        vals = ", ".join(
+            f"{r['delta_f'][name]['reweighted']:.2f} ± {r['delta_f'][name]['error']:.2f} "
+            f"(flow {r['delta_f'][name]['flow_only']:.2f})"
+            for r in runs
+        )
         ref = runs[0]["delta_f"][name]
         print(
             f"ΔF {name}: reweighted {vals}; MD {ref.get('reference', float('nan')):.2f} ± "

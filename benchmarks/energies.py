@@ -1,18 +1,21 @@
-"""Configurations per second for energies + forces of alanine dipeptide: OpenMM loops vs TorchForceField.
+"""Configurations per second for energies + forces of alanine dipeptide: the OpenMM Reference loop vs TorchForceField.
 
-In one run: (a) OpenMM Reference platform, one Context, ``setPositions`` + ``getState(energy, forces)`` per
-configuration; (b) the same loop on OpenMM's CPU platform (if available); (c) the package's OpenMM bridge
-(:class:`~bgflow_sci.energies.OpenMMEnergy`, a pool of ``threads`` spawned workers with one Reference Context
-each, the batch sent in chunks); (d) TorchForceField eager (analytic forces, no compilation); (e) TorchForceField
-with ``torch.compile`` (the fast path).  Vacuum and OBC2 implicit solvent, batch sizes 1/64/4096 by default, for
-each torch thread count.  Prints a markdown table and writes JSON.
+In one run, for each system (``vacuum``: amber99sb-ildn; ``obc2``: amber99sb-ildn + amber99_obc, a GBSAOBCForce;
+``amber14_obc2``: amber14-all + implicit/obc2, a CustomGBForce), one thread:
 
-    python benchmarks/energies.py                    # CPU, threads 2, float32, batches 1 64 4096
-    python benchmarks/energies.py --threads 2 1 --dtype float32 float64 --repeats 5
-    python benchmarks/energies.py --device cuda      # on a GPU
+* the loop a user writes around OpenMM's Reference platform: one Context, per configuration ``setPositions`` +
+  ``getState(getEnergy, getForces)`` + ``getPotentialEnergy()`` + ``getForces(asNumpy=True)``;
+* ``TorchForceField.from_openmm(system, T)`` with no flags (the default path: chunked, compiled automatically for
+  batches >= 1024, analytic forces), ``energy_and_force`` on batches of 1024, 4096, 1e5 and 1e6 (float32 and
+  float64).  Compilation happens in a warm-up call and is reported separately, not counted in the rates.
 
-The machine is shared: run it when ``uptime`` shows low load; each number is the median over ``--repeats``.
-There is no eager-autograd baseline here: TorchForceField's energy carries its analytic gradient.
+Each rate is the median over ``--repeats``; the Reference loop is re-measured between the torch measurements so
+both see the same machine load.  The compiled result is checked against eager evaluation on 64 configurations.
+Prints a markdown table (configs/s and ratio to the Reference loop) and writes JSON.
+
+    python benchmarks/energies.py                                  # everything (a few minutes)
+    python benchmarks/energies.py --systems vacuum --dtype float32 --batch 1024 4096
+    python benchmarks/energies.py --device cuda                    # on a GPU
 """
 
 from __future__ import annotations
@@ -31,18 +34,28 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PDB = ROOT / "data" / "alanine_dipeptide" / "alanine_dipeptide.pdb"
+SYSTEMS = {
+    "vacuum": ("amber99sbildn.xml",),
+    "obc2": ("amber99sbildn.xml", "amber99_obc.xml"),
+    "amber14_obc2": ("amber14-all.xml", "implicit/obc2.xml"),
+}
+# backwards-compatible alias
+SYSTEMS["implicit"] = SYSTEMS["obc2"]
 
 
 def build_system(solvent: str):
+    """``(openmm.System, positions (n_atoms, 3) nm)`` of alanine dipeptide for a key of :data:`SYSTEMS`."""
     from openmm import app, unit
 
     pdb = app.PDBFile(str(PDB))
-    files = ("amber99sbildn.xml", "amber99_obc.xml") if solvent == "implicit" else ("amber99sbildn.xml",)
-    system = app.ForceField(*files).createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
+    system = app.ForceField(*SYSTEMS[solvent]).createSystem(
+        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None
+    )
     return system, np.asarray(pdb.positions.value_in_unit(unit.nanometer))
 
 
-def openmm_loop_rate(system, xs: np.ndarray, platform_name: str, threads: int) -> float | None:
+def openmm_loop_rate(system, xs: np.ndarray, platform_name: str = "Reference", threads: int = 1) -> float | None:
+    """Configurations per second of the per-configuration OpenMM loop (energies and forces as numpy)."""
     import openmm
 
     try:
@@ -64,19 +77,9 @@ def openmm_loop_rate(system, xs: np.ndarray, platform_name: str, threads: int) -
     return rate
 
 
-def bridge_rate(bridge, xs: np.ndarray, batch: int) -> float:
-    """Configurations per second of ``OpenMMEnergy.energy_and_force`` on batches of ``batch`` (pool workers)."""
-    n_batches = max(1, len(xs) // batch)
-    chunks = [torch.tensor(xs[i * batch : (i + 1) * batch].reshape(-1, xs[0].size)) for i in range(n_batches)]
-    bridge.energy_and_force(chunks[0])  # warm-up
-    t0 = time.perf_counter()
-    for x in chunks:
-        bridge.energy_and_force(x)
-    return n_batches * batch / (time.perf_counter() - t0)
-
-
-def torch_rate(ff, x: torch.Tensor, inner: int) -> float:
-    ff.energy_and_force(x)  # warm-up (compilation happens at construction's first call)
+def torch_rate(ff, x: torch.Tensor, min_configs: int = 8192) -> float:
+    """Configurations per second of ``ff.energy_and_force(x)`` (repeated to at least ``min_configs``)."""
+    inner = max(1, min_configs // x.shape[0])
     if x.device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -89,89 +92,92 @@ def torch_rate(ff, x: torch.Tensor, inner: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--systems", nargs="+", default=["vacuum", "implicit"], choices=["vacuum", "implicit"])
-    parser.add_argument("--batch", nargs="+", type=int, default=[1, 64, 4096])
-    parser.add_argument("--threads", nargs="+", type=int, default=[2])
-    parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float64"])
+    parser.add_argument("--systems", nargs="+", default=["vacuum", "obc2", "amber14_obc2"], choices=list(SYSTEMS))
+    parser.add_argument("--batch", nargs="+", type=int, default=[1024, 4096, 100_000, 1_000_000])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--openmm-configs", type=int, default=2000)
-    parser.add_argument("--chunk-size", type=int, default=512, help="chunk size of the compiled path")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile path")
+    parser.add_argument("--openmm-configs", type=int, default=1000, help="configurations per Reference-loop timing")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "energies.json"))
     args = parser.parse_args()
 
-    from bgflow_sci.energies import OpenMMEnergy, TorchForceField
+    from bgflow_sci.energies import TorchForceField
 
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rng = np.random.default_rng(0)
-    rows = []
+    rows, t_start = [], time.perf_counter()
     for solvent in args.systems:
         system, x0 = build_system(solvent)
-        xs = x0[None] + 0.01 * rng.standard_normal((max(args.batch + [args.openmm_configs]),) + x0.shape)
-        for threads in args.threads:
-            torch.set_num_threads(threads)
-            bridge = OpenMMEnergy(system, 300.0, n_workers=threads)
-            variants = {"eager": TorchForceField.from_openmm(system, 300.0).to(device)}
-            if not args.no_compile:
-                variants["compiled"] = TorchForceField.from_openmm(
-                    system, 300.0, compile=True, chunk_size=args.chunk_size
-                ).to(device)
-            for dtype_name in args.dtype:
-                dtype = getattr(torch, dtype_name)
-                for name, ff in variants.items():
-                    t0 = time.perf_counter()
-                    ff.energy_and_force(torch.tensor(xs[:2].reshape(2, -1), dtype=dtype, device=device))
-                    print(f"[{solvent} threads={threads} {dtype_name}] {name} warm-up {time.perf_counter() - t0:.1f} s")
-                for batch in args.batch:
-                    x = torch.tensor(xs[:batch].reshape(batch, -1), dtype=dtype, device=device)
-                    res = {k: [] for k in ["openmm_reference", "openmm_cpu", "openmm_pool", *variants]}
-                    for _ in range(args.repeats):
-                        # interleave the baseline with our runs so that both see the same machine load
-                        res["openmm_reference"].append(
-                            openmm_loop_rate(system, xs[: args.openmm_configs], "Reference", threads)
-                        )
-                        res["openmm_cpu"].append(openmm_loop_rate(system, xs[: args.openmm_configs], "CPU", threads))
-                        res["openmm_pool"].append(bridge_rate(bridge, xs[: max(batch, args.openmm_configs)], batch))
-                        for name, ff in variants.items():
-                            res[name].append(torch_rate(ff, x, inner=max(1, 8192 // batch)))
-                    med = {k: (statistics.median(v) if v and v[0] is not None else None) for k, v in res.items()}
-                    row = {
-                        "system": solvent,
-                        "threads": threads,
-                        "dtype": dtype_name,
-                        "batch": batch,
-                        "device": str(device),
-                        **{f"{k}_per_s": v for k, v in med.items()},
-                        **{f"{k}_all": v for k, v in res.items()},
-                    }
-                    for name in variants:
-                        row[f"{name}_speedup_vs_reference"] = med[name] / med["openmm_reference"]
-                    rows.append(row)
-                    print(json.dumps({k: v for k, v in row.items() if not k.endswith("_all")}), flush=True)
-            bridge.close()
-
-    names = [k for k in ("eager", "compiled") if any(f"{k}_per_s" in r for r in rows)]
-    header = "| system | threads | dtype | batch | OpenMM Reference | OpenMM CPU | OpenMM pool | " + " | ".join(
-        f"torch {n} (× Ref)" for n in names
+        ref_xs = x0[None] + 0.01 * rng.standard_normal((args.openmm_configs,) + x0.shape)
+        ref_rates = [openmm_loop_rate(system, ref_xs)]
+        for dtype_name in args.dtype:
+            dtype = getattr(torch, dtype_name)
+            ff = TorchForceField.from_openmm(system, 300.0).to(device)  # the default, no flags
+            base = torch.tensor(x0.reshape(1, -1), dtype=dtype, device=device)
+            x_all = base + 0.01 * torch.randn(max(args.batch), base.shape[1], dtype=dtype, device=device)
+            t0 = time.perf_counter()
+            ff.energy_and_force(x_all[:1024])  # warm-up: compiles (auto) for batches >= 1024
+            warm = time.perf_counter() - t0
+            eager = TorchForceField.from_openmm(system, 300.0, compile=False).to(device)
+            u_c, f_c = ff.energy_and_force(x_all[:1024])
+            u_e, f_e = eager.energy_and_force(x_all[:1024])
+            du = ((u_c - u_e).abs() / u_e.abs().clamp(min=1.0)).max().item()
+            df = ((f_c - f_e).abs().amax(-1) / f_e.abs().amax(-1)).max().item()
+            print(
+                f"[{solvent} {dtype_name}] warm-up (compile) {warm:.1f} s; compiled={ff._compiled is not None}; "
+                f"vs eager: max rel dE {du:.1e}, max |dF|/max|F| {df:.1e}",
+                flush=True,
+            )
+            for batch in args.batch:
+                x = x_all[:batch]
+                rates = []
+                for _ in range(args.repeats if batch <= 100_000 else 1):
+                    ref_rates.append(openmm_loop_rate(system, ref_xs))
+                    rates.append(torch_rate(ff, x))
+                ref = statistics.median(ref_rates)
+                row = {
+                    "system": solvent,
+                    "dtype": dtype_name,
+                    "batch": batch,
+                    "device": str(device),
+                    "threads": args.threads,
+                    "openmm_reference_per_s": ref,
+                    "torch_default_per_s": statistics.median(rates),
+                    "torch_default_all": rates,
+                    "speedup_vs_reference": statistics.median(rates) / ref,
+                    "compiled": ff._compiled is not None,
+                    "warmup_s": warm,
+                    "compiled_vs_eager_rel_energy": du,
+                    "compiled_vs_eager_rel_force": df,
+                }
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if not k.endswith("_all")}), flush=True)
+        for row in rows:  # final Reference median for this system (all measurements in this run)
+            if row["system"] == solvent:
+                row["openmm_reference_all"] = ref_rates
+    print(
+        "\n| system | dtype | batch | OpenMM Reference loop (configs/s) | TorchForceField default (configs/s) "
+        "| × Reference | vs batch 4096 |"
     )
-    print("\n" + header + " |")
-    print("|" + "---|" * (7 + len(names)))
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        cpu = f"{r['openmm_cpu_per_s']:,.0f}" if r["openmm_cpu_per_s"] else "n/a"
-        cells = [f"{r[n + '_per_s']:,.0f} ({r[n + '_speedup_vs_reference']:.1f}×)" for n in names]
+        at4096 = [q for q in rows if (q["system"], q["dtype"], q["batch"]) == (r["system"], r["dtype"], 4096)]
+        rel = f"{r['torch_default_per_s'] / at4096[0]['torch_default_per_s']:.2f}" if at4096 else "n/a"
         print(
-            f"| {r['system']} | {r['threads']} | {r['dtype']} | {r['batch']} | {r['openmm_reference_per_s']:,.0f} "
-            f"| {cpu} | {r['openmm_pool_per_s']:,.0f} | " + " | ".join(cells) + " |"
+            f"| {r['system']} | {r['dtype']} | {r['batch']:,} | {r['openmm_reference_per_s']:,.0f} "
+            f"| {r['torch_default_per_s']:,.0f} | {r['speedup_vs_reference']:.1f}× | {rel} |"
         )
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     out = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"processor": platform.processor(), "cpu_count": os.cpu_count(), "load_average_at_end": load},
         "torch": torch.__version__,
         "openmm": __import__("openmm").__version__,
         "unit": "configurations per second (energies + forces)",
         "repeats": args.repeats,
+        "wall_s": time.perf_counter() - t_start,
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

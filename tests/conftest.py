@@ -15,6 +15,10 @@ import torch
 # The suite is many small tensor operations: one intra-op thread is faster for them and immune to the
 # OpenMP spin-wait slowdowns seen on shared machines. Set once, before any operation (never toggled).
 torch.set_num_threads(1)
+# TorchForceField compiles itself for batches >= 1024 (compile="auto"); tests assert correctness, and a compilation
+# (tens of seconds to minutes per process) would dominate the suite's time: the eager path here and in the CLI
+# subprocesses the tests start. The compiled path is checked against eager by benchmarks/energies.py.
+os.environ.setdefault("BGFLOW_SCI_COMPILE", "0")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,5 +1,5 @@
-"""NonbondedForce with PME in TorchForceField against OpenMM's Reference platform: TIP3P water boxes (cubic,
-triclinic, net-charged, with a switching function), float64 to 1e-6 (energy) and 1e-5 (forces) relative.
+"""NonbondedForce with PME, LJPME and Ewald in TorchForceField against OpenMM's Reference platform: TIP3P water boxes
+(cubic, triclinic, net-charged, with a switching function), float64 to 1e-6 (energy) and 1e-5 (forces) relative.
 
 Runtime: a few seconds (boxes of 300-400 atoms, two or three configurations each).
 """
@@ -32,6 +32,14 @@ def _water_box(edge_nm: float, sodium: bool = False):
         top.addAtom("NA", app.element.sodium, residue)
         x0 = np.vstack([x0, [[0.5 * edge_nm, 0.5 * edge_nm, 0.2]]])
     return ff, top, x0
+
+
+def _triclinic(system, edge: float):
+    """A reduced truncated-octahedron-shaped box of edge ``edge`` nm."""
+    a = openmm.Vec3(edge, 0, 0)
+    b = openmm.Vec3(edge / 3, 2 * np.sqrt(2) * edge / 3, 0)
+    c = openmm.Vec3(-edge / 3, np.sqrt(2) * edge / 3, np.sqrt(6) * edge / 3)
+    system.setDefaultPeriodicBoxVectors(a, b, c)
 
 
 def _compare(system, xs, dtype=torch.float64):
@@ -75,11 +83,7 @@ def test_triclinic_charged_switched_box_matches_reference():
         switchDistance=0.5 * unit.nanometer,
         rigidWater=False,
     )
-    edge = 1.8
-    a = openmm.Vec3(edge, 0, 0)
-    b = openmm.Vec3(edge / 3, 2 * np.sqrt(2) * edge / 3, 0)
-    c = openmm.Vec3(-edge / 3, np.sqrt(2) * edge / 3, np.sqrt(6) * edge / 3)
-    system.setDefaultPeriodicBoxVectors(a, b, c)
+    _triclinic(system, 1.8)
     (nb,) = [f for f in system.getForces() if isinstance(f, openmm.NonbondedForce)]
     assert nb.getUseSwitchingFunction() and nb.getUseDispersionCorrection()
     e_rel, f_rel = _compare(system, _configs(x0, 2, 0.005, 1))
@@ -93,11 +97,44 @@ def test_pme_float32_is_close():
     assert np.all(e_rel < 1e-4) and np.all(f_rel < 1e-3), (e_rel, f_rel)
 
 
-@pytest.mark.parametrize("method", ["Ewald", "LJPME"])
-def test_other_ewald_methods_raise_naming_the_method(method):
+def test_ewald_method_matches_reference():
+    """Plain Ewald (OpenMM's α and k-space extent from the error tolerance), net-charged to include the
+    neutralising term."""
+    ff, top, x0 = _water_box(1.4, sodium=True)
+    system = ff.createSystem(top, nonbondedMethod=app.Ewald, nonbondedCutoff=0.6 * unit.nanometer, rigidWater=False)
+    e_rel, f_rel = _compare(system, _configs(x0, 2, 0.01, 3))
+    assert np.all(e_rel < 1e-6) and np.all(f_rel < 1e-5), (e_rel, f_rel)
+
+
+def test_ewald_with_triclinic_box_raises():
     ff, top, _ = _water_box(1.4)
-    system = ff.createSystem(top, nonbondedMethod=getattr(app, method), nonbondedCutoff=0.6 * unit.nanometer)
-    with pytest.raises(ValueError, match=f"NonbondedForce method {method} is not supported"):
+    system = ff.createSystem(top, nonbondedMethod=app.Ewald, nonbondedCutoff=0.6 * unit.nanometer)
+    edge = 1.7
+    system.setDefaultPeriodicBoxVectors(
+        openmm.Vec3(edge, 0, 0), openmm.Vec3(edge / 3, 2 * np.sqrt(2) * edge / 3, 0), openmm.Vec3(0, 0, edge)
+    )
+    with pytest.raises(ValueError, match="NonbondedForce method Ewald needs a rectangular box"):
+        TorchForceField.from_openmm(system, 300.0)
+
+
+@pytest.mark.parametrize("triclinic", [False, True])
+def test_ljpme_matches_reference(triclinic):
+    """LJPME: dispersion PME with geometric C6 in reciprocal space, Lorentz-Berthelot LJ shifted to zero at the
+    cutoff in real space, no dispersion correction (as OpenMM); net-charged in the triclinic case."""
+    ff, top, x0 = _water_box(1.5, sodium=triclinic)
+    system = ff.createSystem(top, nonbondedMethod=app.LJPME, nonbondedCutoff=0.6 * unit.nanometer, rigidWater=False)
+    if triclinic:
+        _triclinic(system, 1.8)
+    e_rel, f_rel = _compare(system, _configs(x0, 2, 0.005, 4))
+    assert np.all(e_rel < 1e-6) and np.all(f_rel < 1e-5), (e_rel, f_rel)
+
+
+def test_ljpme_with_switching_raises():
+    ff, top, _ = _water_box(1.4)
+    system = ff.createSystem(
+        top, nonbondedMethod=app.LJPME, nonbondedCutoff=0.6 * unit.nanometer, switchDistance=0.5 * unit.nanometer
+    )
+    with pytest.raises(ValueError, match="LJPME cannot be used with a switching function"):
         TorchForceField.from_openmm(system, 300.0)
 
 

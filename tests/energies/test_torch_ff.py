@@ -186,8 +186,9 @@ def test_unsupported_forces_raise():
     system, _ = _alanine(False)
     for force in system.getForces():
         if isinstance(force, openmm.NonbondedForce):
-            force.setNonbondedMethod(openmm.NonbondedForce.PME)
-    with pytest.raises(ValueError, match="PME"):
+            force.addGlobalParameter("lam", 1.0)  # PME, LJPME and Ewald are supported (forcefield.ewald)
+            force.addParticleParameterOffset("lam", 0, 0.1, 0.0, 0.0)
+    with pytest.raises(ValueError, match="parameter offsets"):
         TorchForceField.from_openmm(system, TEMPERATURE)
 
 
@@ -206,5 +207,70 @@ def test_compile_failure_falls_back_to_eager(obc, monkeypatch):
         u, force = ff.energy_and_force(x)
     assert any("torch.compile failed" in str(w.message) for w in caught)
     u_ref, f_ref = eager.energy_and_force(x)
+    torch.testing.assert_close(u, u_ref)
+    torch.testing.assert_close(force, f_ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_chunked_default_path_matches_openmm_and_single_rows(dtype, device):
+    """The default path evaluates in chunks (auto size 256 for 22 atoms, and an explicit odd size): a batch spanning
+    several chunks agrees row by row with one-row evaluations, with autograd of the energy and with OpenMM."""
+    from bgflow_sci.energies.forcefield.model import auto_chunk_size
+
+    system, x0 = _alanine(True)
+    assert auto_chunk_size(22) == 256
+    rng = np.random.default_rng(3)
+    xs = _minimised(system, x0)[None] + 0.01 * rng.standard_normal((300,) + x0.shape)
+    x = torch.tensor(xs.reshape(len(xs), -1), dtype=dtype, device=device)
+    ff_auto = TorchForceField.from_openmm(system, TEMPERATURE).to(device)  # compile="auto": 300 rows stay eager
+    ff_odd = TorchForceField.from_openmm(system, TEMPERATURE, compile=False, chunk_size=7).to(device)
+    assert ff_auto._chunk() == 256 and not ff_auto._want_compiled(300)
+    u, force = ff_auto.energy_and_force(x)
+    u7, force7 = ff_odd.energy_and_force(x)
+    rows = [0, 6, 7, 255, 256, 299]
+    single = [ff_odd.energy_and_force(x[k : k + 1]) for k in rows]
+    tol = {"rtol": 1e-12, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-3}
+    torch.testing.assert_close(u, u7, **tol)
+    torch.testing.assert_close(force, force7, **tol)
+    torch.testing.assert_close(u[rows], torch.cat([s[0] for s in single]), **tol)
+    torch.testing.assert_close(force[rows], torch.cat([s[1] for s in single]), **tol)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(ff_auto.energy(xg).sum(), xg)
+    torch.testing.assert_close(-grad, force, **tol)
+    if dtype == torch.float64:
+        ref = _openmm_reference(system, xs[rows])
+        _assert_matches("chunked/total", u[rows], force[rows], *ref["total"])
+
+
+def test_compile_policy(monkeypatch):
+    monkeypatch.delenv("BGFLOW_SCI_COMPILE", raising=False)  # tests/conftest.py turns "auto" off for the suite
+    system, _ = _alanine(False)
+    ff = TorchForceField.from_openmm(system, TEMPERATURE)
+    assert ff.compile == "auto" and not ff._want_compiled(1023) and ff._want_compiled(1024)
+    monkeypatch.setenv("BGFLOW_SCI_COMPILE", "0")
+    assert not ff._want_compiled(10**6)
+    assert not TorchForceField.from_openmm(system, TEMPERATURE, compile=False)._want_compiled(10**6)
+    with pytest.raises(ValueError, match="compile must be"):
+        TorchForceField.from_openmm(system, TEMPERATURE, compile="yes")
+
+
+def test_auto_compile_failure_warns_once_and_stays_eager(obc, monkeypatch):
+    monkeypatch.delenv("BGFLOW_SCI_COMPILE", raising=False)
+    system, x0 = _alanine(False)
+    ff = TorchForceField.from_openmm(system, TEMPERATURE)
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    x = torch.tensor(x0.reshape(1, -1)).repeat(1100, 1) + 0.01 * torch.randn(1100, 66, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        u, force = ff.energy_and_force(x)
+        ff.energy_and_force(x)
+    assert sum("torch.compile failed" in str(w.message) for w in caught) == 1 and len(calls) == 1
+    u_ref, f_ref = TorchForceField.from_openmm(system, TEMPERATURE, compile=False).energy_and_force(x)
     torch.testing.assert_close(u, u_ref)
     torch.testing.assert_close(force, f_ref)

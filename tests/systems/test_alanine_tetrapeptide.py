@@ -57,9 +57,11 @@ def test_shipped_md_is_complete_and_continuous(system, md):
         np.testing.assert_allclose(np.diff(time), settings["frame_ps"], rtol=1e-6)  # no missing or repeated frame
     assert np.all(np.isfinite(md["potential_energy"])) and np.all(np.isfinite(md["forces"]))
     dof = 3 * N_ATOMS - 3  # CMMotionRemover, no constraints
-    kinetic_t = 2 * md["kinetic_energy"].mean() / (dof * openmm.unit.MOLAR_GAS_CONSTANT_R.value_in_unit_system(
-        openmm.unit.md_unit_system
-    ))
+    kinetic_t = (
+        2
+        * md["kinetic_energy"].mean()
+        / (dof * openmm.unit.MOLAR_GAS_CONSTANT_R.value_in_unit_system(openmm.unit.md_unit_system))
+    )
     assert kinetic_t == pytest.approx(300.0, rel=0.02)
     recorded = json.loads((system.molecule.resolve(settings["out"]) / "md.json").read_text())
     assert recorded["settings"]["n_atoms"] == N_ATOMS

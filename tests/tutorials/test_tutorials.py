@@ -83,8 +83,9 @@ def test_tutorial_your_own_molecule_quick(tmp_path):
     require("mdtraj")
     module = runpy.run_path(str(ROOT / "tutorials" / "06_your_own_molecule.py"))
     summary = module["main"](quick=True, out=str(tmp_path))
-    # quick mode measured (CPU, 1 thread, ≈ 45 s): 500 MD frames of a 50 ps run that stays in β, held-out NLL
-    # -278.6, ESS 0.012 of 500, rms distance of F(φ), F(ψ), F(χ1) to the MD profiles 1.1, 1.4, 1.0 kT
+    # quick mode measured (CPU, 1 thread, 36 s CPU): 500 MD frames of a 20 ps run that stays in β and in the t
+    # rotamer, held-out NLL -280.8, ESS 0.006 of 500, rms distance of F(φ), F(ψ), F(χ1) to the MD profiles 1.7, 1.6,
+    # 1.5 kT over 12, 8, 6 bins
     assert summary["n_atoms"] == 28 and summary["md_frames"] == 500
     assert summary["heldout_nll"] < -250 and 0 < summary["ess"] <= 1
     for name in ("phi_2", "psi_2", "chi1_2"):
@@ -93,6 +94,10 @@ def test_tutorial_your_own_molecule_quick(tmp_path):
     md = summary["enhanced_md"]
     assert md["cycles"] == 10 and md["n_md_steps"] == 200 and "psi_2_beta_vs_alpha" in md["regions"]
     assert set(md["collective_variables"]) == {"phi_2", "psi_2", "chi1_2"}
+    # the χ1 rotamer arcs cover the circle: fractions sum to one, for the MD frames and the enhanced-MD frames
+    for rotamers in (summary["md_rotamers"], summary["enhanced_md_rotamers"]):
+        assert set(rotamers) == {"g+", "t", "g-"} and abs(sum(rotamers.values()) - 1.0) < 1e-12, rotamers
+    assert 0 <= summary["md_alpha_fraction"] <= 1 and summary["md_transitions"] >= 0
     for fig in summary["figures"]:
         assert Path(fig).stat().st_size > 10_000
     assert (tmp_path / "ace_val_nme.json").is_file() and (tmp_path / "md" / "md.json").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -14,6 +15,19 @@ from .geometry import dot, minimum_image
 from .openmm_import import ImportedTerms, import_system
 
 MOLAR_GAS_CONSTANT = 8.31446261815324e-3  # kJ / (mol K), N_A k_B (exact in SI 2019)
+AUTO_COMPILE_MIN_BATCH = 1024  # compile="auto" compiles on the first call with at least this many configurations
+PAIR_ELEMENTS_PER_CHUNK = 2**17  # n_atoms² · chunk for eager chunks (~0.5 MB per float32 (n, n, chunk) temporary)
+COMPILED_PAIR_ELEMENTS_PER_CHUNK = 2**18  # the same for compiled chunks (fused loops keep fewer temporaries)
+
+
+def auto_chunk_size(n_atoms: int, pair_elements: int = PAIR_ELEMENTS_PER_CHUNK) -> int:
+    """Batch chunk ``2^k`` (16 to 4096) with ``n_atoms² · chunk ≈ pair_elements``.
+
+    The dense pair terms build ``(n_atoms, n_atoms, chunk)`` temporaries; keeping each within a few hundred kB
+    keeps them in cache (throughput independent of the batch size) and bounds memory.
+    """
+    target = max(1, pair_elements // max(1, n_atoms * n_atoms))
+    return int(min(4096, max(16, 2 ** (target.bit_length() - 1))))
 
 
 class _EnergyWithForce(torch.autograd.Function):
@@ -44,16 +58,22 @@ class TorchForceField(Energy):
     Non-finite coordinates and overlapping atoms (any non-finite energy, including ``-inf`` from
     overlapping opposite charges) give ``+inf`` energy and zero force, and are counted in ``n_invalid``.
 
-    Build with :meth:`from_openmm`.  ``compile=True`` wraps the evaluation in ``torch.compile`` (falling back to
-    eager with a warning if compilation fails); it fuses the per-pair arithmetic into a few loops and is several
-    times faster on CPU, at the cost of a compilation (seconds to a minute) per new batch shape.
+    Build with :meth:`from_openmm`.  The batch is always evaluated in chunks (``chunk_size``, default
+    :func:`auto_chunk_size` from the atom count), so memory is bounded and throughput does not drop for huge
+    batches.  ``compile`` chooses ``torch.compile`` of the per-chunk evaluation (it fuses the per-pair arithmetic
+    into a few loops and is several times faster on CPU): ``"auto"`` (default) compiles on the first call with at
+    least ``AUTO_COMPILE_MIN_BATCH`` configurations (small batches, e.g. in tests, stay eager and start at once),
+    ``True`` on the first call of any size, ``False`` never.  The environment variable ``BGFLOW_SCI_COMPILE=0``
+    turns ``"auto"`` off.  Compilation (tens of seconds on a small CPU, once per dtype/device; Inductor's on-disk
+    cache makes later processes faster) pads the last chunk to the fixed chunk shape.  If it fails, one warning is
+    issued and evaluation continues eagerly.
     """
 
     def __init__(
         self,
         terms: ImportedTerms,
         temperature: float,
-        compile: bool = False,
+        compile: bool | str = "auto",
         chunk_size: int | None = None,
         molar_gas_constant: float = MOLAR_GAS_CONSTANT,
     ):
@@ -73,21 +93,29 @@ class TorchForceField(Energy):
         self.constant = float(sum(self.constants.values()))
         self.names = list(terms.names)
         self.register_buffer("box", terms.box if terms.periodic_pairs else None, persistent=False)
+        if compile not in (True, False, "auto"):
+            raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
         self.chunk_size = chunk_size
-        self.compile = bool(compile)
+        self.compile = compile
         self._compiled: Callable | None = None
+        self._compile_failed = False
 
     @classmethod
-    def from_openmm(cls, system, temperature: float, compile: bool = False, chunk_size: int | None = None):
+    def from_openmm(
+        cls, system, temperature: float, compile: bool | str = "auto", chunk_size: int | None = None
+    ) -> TorchForceField:
         """Compile ``system`` (an ``openmm.System``) at ``temperature`` (K).
 
         Supported forces: HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce, NonbondedForce (NoCutoff,
-        CutoffNonPeriodic, CutoffPeriodic with reaction field, PME with OpenMM's α and grid (``forcefield.ewald``),
+        CutoffNonPeriodic, CutoffPeriodic with reaction field, PME/LJPME/Ewald as in OpenMM (``forcefield.ewald``),
         optional switching and dispersion correction; periodic triclinic boxes), GBSAOBCForce, CMAPTorsionForce,
         Custom{Bond,Angle,Torsion,CompoundBond,Nonbonded,GB}Force (expressions compiled to torch, see
-        ``forcefield.custom``); CMMotionRemover is ignored; anything else (Ewald, LJPME, virtual sites) raises
+        ``forcefield.custom``); CMMotionRemover is ignored; anything else (virtual sites, ...) raises
         ``ValueError``.  Positions-dependent
         quantities only: the periodic box is the System's default box.
+
+        ``compile`` (``"auto"``, ``True``, ``False``) and ``chunk_size`` (rows per evaluation chunk, default from the
+        atom count) are described in the class docstring; the defaults are the fast path.
         """
         from openmm import unit
 
@@ -129,33 +157,49 @@ class TorchForceField(Energy):
         du = torch.where(bad[:, None], torch.zeros_like(du), du)
         return u, du
 
-    def _evaluate(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.compile and self._compiled is None:
-            try:
-                self._compiled = torch.compile(self._reduced_flat, dynamic=False)
-                self._compiled(x[:1].expand(self._chunk(), -1).contiguous())
-            except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
-                warnings.warn(f"torch.compile failed ({err!r}); using eager evaluation", stacklevel=3)
-                self.compile, self._compiled = False, None
-        if self._compiled is not None:
-            # one compiled graph for a fixed chunk shape; the last chunk is padded with copies of its first row
-            chunk = self._chunk()
-            us, dus = [], []
-            for c in torch.split(x, chunk):
-                n = c.shape[0]
-                if n < chunk:
-                    c = torch.cat([c, c[:1].expand(chunk - n, -1)])
-                u, du = self._compiled(c)
-                us.append(u[:n])
-                dus.append(du[:n])
-            return torch.cat(us), torch.cat(dus)
-        if self.chunk_size is None or x.shape[0] <= self.chunk_size:
-            return self._reduced_flat(x)
-        parts = [self._reduced_flat(c) for c in torch.split(x, self.chunk_size)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    def _want_compiled(self, batch: int) -> bool:
+        if self._compile_failed or self.compile is False:
+            return False
+        if self._compiled is not None or self.compile is True:
+            return True
+        if os.environ.get("BGFLOW_SCI_COMPILE", "1").strip().lower() in ("0", "false", "no", "off"):
+            return False
+        return batch >= AUTO_COMPILE_MIN_BATCH
 
-    def _chunk(self) -> int:
-        return self.chunk_size or 512
+    def _evaluate(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(u, du/dx)`` of flat ``x`` in chunks, compiled when :meth:`_want_compiled` says so."""
+        if self._want_compiled(x.shape[0]):
+            try:
+                if self._compiled is None:
+                    self._compiled = torch.compile(self._reduced_flat, dynamic=False)
+                # fixed chunk shape: one graph per dtype/device, compiled on its first use
+                return self._chunked(self._compiled, x, self._chunk(compiled=True), pad=True)
+            except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
+                warnings.warn(f"torch.compile failed ({err!r}); using eager evaluation", RuntimeWarning, stacklevel=3)
+                self._compile_failed, self._compiled = True, None
+        return self._chunked(self._reduced_flat, x, self._chunk(compiled=False), pad=False)
+
+    @staticmethod
+    def _chunked(fn: Callable, x: Tensor, chunk: int, pad: bool) -> tuple[Tensor, Tensor]:
+        """Apply ``fn`` to consecutive chunks of ``chunk`` rows (``pad``: every call sees exactly ``chunk`` rows)."""
+        if x.shape[0] == chunk or (x.shape[0] < chunk and not pad):
+            return fn(x)
+        u = x.new_empty(x.shape[0])
+        du = torch.empty_like(x)
+        for start in range(0, x.shape[0], chunk):
+            c = x[start : start + chunk]
+            n = c.shape[0]
+            if pad and n < chunk:  # the last chunk is padded with copies of its first row
+                c = torch.cat([c, c[:1].expand(chunk - n, -1)])
+            uc, duc = fn(c)
+            u[start : start + n] = uc[:n]
+            du[start : start + n] = duc[:n]
+        return u, du
+
+    def _chunk(self, compiled: bool = False) -> int:
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return auto_chunk_size(self.n_atoms, COMPILED_PAIR_ELEMENTS_PER_CHUNK if compiled else PAIR_ELEMENTS_PER_CHUNK)
 
     # ---- public API ----
     def _energy(self, x: Tensor) -> Tensor:

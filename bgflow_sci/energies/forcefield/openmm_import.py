@@ -103,7 +103,7 @@ def import_system(system) -> ImportedTerms:
             if rows:
                 maps = [(size, [_v(e) for e in energy]) for size, energy in maps]
                 out.vector_terms.append((name, CMAPTorsions(maps, rows, n, fbox)))
-        elif isinstance(force, openmm.NonbondedForce) and force.getNonbondedMethod() == openmm.NonbondedForce.PME:
+        elif isinstance(force, openmm.NonbondedForce) and force.getNonbondedMethod() in (3, 4, 5):  # Ewald, PME, LJPME
             _import_pme(force, system, name, out)
         elif isinstance(force, openmm.NonbondedForce):
             _import_nonbonded(force, name, out, pair_periodic)
@@ -136,12 +136,12 @@ def import_system(system) -> ImportedTerms:
 
 
 def _import_pme(force, system, name: str, out: ImportedTerms) -> None:
-    """PME ``NonbondedForce``: smooth-PME Coulomb + cut-off LJ (:mod:`.ewald`), the exceptions' own terms, the
-    dispersion correction."""
+    """PME / Ewald / LJPME ``NonbondedForce``: Ewald-summed Coulomb (and dispersion for LJPME) + cut-off LJ
+    (:mod:`.ewald`), the exceptions' own terms, the dispersion correction (not for LJPME)."""
     if force.getNumParticleParameterOffsets() or force.getNumExceptionParameterOffsets():
         raise ValueError("NonbondedForce parameter offsets (global-parameter dependent charges/LJ) are not supported")
     if out.box is None:
-        raise ValueError("NonbondedForce method PME needs periodic box vectors in the System")
+        raise ValueError("NonbondedForce method PME/Ewald/LJPME needs periodic box vectors in the System")
     out.vector_terms.append((name, import_pme(force, system, out.box)))
     rows = []
     for k in range(force.getNumExceptions()):
@@ -153,7 +153,7 @@ def _import_pme(force, system, name: str, out: ImportedTerms) -> None:
         i, j, eq, ea, eb = zip(*rows)
         box = out.box if force.getExceptionsUsePeriodicBoundaryConditions() else None
         out.vector_terms.append((name, ExceptionPairs(i, j, eq, ea, eb, out.n_atoms, box)))
-    if force.getUseDispersionCorrection():
+    if force.getUseDispersionCorrection() and force.getNonbondedMethod() != 5:  # LJPME: none (as in OpenMM)
         params = [force.getParticleParameters(k) for k in range(force.getNumParticles())]
         sig = torch.tensor([_v(p[1]) for p in params], dtype=torch.float64)
         eps = torch.tensor([_v(p[2]) for p in params], dtype=torch.float64)
@@ -168,7 +168,7 @@ def _import_nonbonded(force, name: str, out: ImportedTerms, pair_periodic: set[b
     if method not in (0, 1, 2):
         raise ValueError(
             f"NonbondedForce method {names.get(method, method)} is not supported; "
-            "use NoCutoff, CutoffNonPeriodic, CutoffPeriodic (reaction field) or PME"
+            "use NoCutoff, CutoffNonPeriodic, CutoffPeriodic (reaction field), Ewald or PME"
         )
     if force.getNumParticleParameterOffsets() or force.getNumExceptionParameterOffsets():
         raise ValueError("NonbondedForce parameter offsets (global-parameter dependent charges/LJ) are not supported")
