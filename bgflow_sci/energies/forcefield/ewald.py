@@ -187,7 +187,8 @@ class PMEElectrostatics(nn.Module):
 
     @staticmethod
     def _frequencies(box: Tensor, grid: tuple[int, int, int]) -> Tensor:
-        """``|m*|²`` (nm⁻²) of the integer frequencies of a ``grid`` (upper half of each axis negative)."""
+        """``|m*|²`` (nm⁻²) of the integer frequencies of a ``grid`` (upper half of each axis negative); the
+        reciprocal vectors are ``m* = m_x a* + m_y b* + m_z c*``, ``a*, b*, c*`` the columns of ``B⁻¹``."""
         recip = _reciprocal_box(box)
         axes = []
         for n in grid:
@@ -217,17 +218,7 @@ class PMEElectrostatics(nn.Module):
 
     def _influence(self, box: Tensor, volume: float) -> Tensor:
         """``k exp(-π²|m*|²/α²) / (π V |m*|² Π|b|²)`` on the ``(K_x, K_y, K_z)`` frequency grid (0 at m = 0)."""
-        recip = _reciprocal_box(box)
-        axes = []
-        for n in self.grid:
-            k = torch.arange(n, dtype=torch.float64)
-            axes.append(torch.where(k < (n + 1) // 2, k, k - n))
-        mx, my, mz = torch.meshgrid(*axes, indexing="ij")
-        # reciprocal vectors m* = m_x a* + m_y b* + m_z c* with a*, b*, c* the columns of B⁻¹
-        hx = mx * recip[0, 0]
-        hy = mx * recip[1, 0] + my * recip[1, 1]
-        hz = mx * recip[2, 0] + my * recip[2, 1] + mz * recip[2, 2]
-        m2 = hx**2 + hy**2 + hz**2
+        m2 = self._frequencies(box, self.grid)
         bx, by, bz = (bspline_moduli(n) for n in self.grid)
         denom = math.pi * volume * m2 * bx[:, None, None] * by[None, :, None] * bz[None, None, :]
         factor = math.pi**2 / self.alpha**2
