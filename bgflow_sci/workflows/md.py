@@ -25,12 +25,10 @@ at any moment leaves no missing or duplicated frames and times stay continuous.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
 import os
-import struct
 import sys
 import time
 import traceback
@@ -41,11 +39,22 @@ from typing import Any
 
 import numpy as np
 
+from ..io.frame_files import (
+    ENERGY_COLUMNS,
+    csv_append,
+    csv_read,
+    csv_truncate,
+    dcd_append,
+    dcd_truncate,
+    npy_append,
+    npy_truncate,
+    write_json_atomic,
+)
+
 __all__ = ["read_md", "run_md", "run_molecule_md", "select_platform"]
 
 PLATFORMS = ("CUDA", "OpenCL", "CPU", "Reference")
 MOLAR_GAS_CONSTANT = 0.00831446261815324  # kJ/mol/K
-ENERGY_COLUMNS = ("time_ps", "potential_kjmol", "kinetic_kjmol", "temperature_k")
 SETTINGS_KEYS = (
     "n_atoms",
     "system_sha256",
@@ -56,151 +65,6 @@ SETTINGS_KEYS = (
     "seed",
     "equilibration_ps",
 )
-
-
-# ----------------------------------------------------------------------------------------------- frame files
-_NPY_HEADER = 256  # fixed header length of forces.npy, so appending only rewrites the shape in place
-
-
-def _npy_header(shape: tuple[int, ...]) -> bytes:
-    text = repr({"descr": "<f4", "fortran_order": False, "shape": tuple(shape)})
-    head = b"\x93NUMPY\x01\x00" + struct.pack("<H", _NPY_HEADER - 10)
-    body = text.encode("latin1").ljust(_NPY_HEADER - 10 - 1) + b"\n"
-    return head + body
-
-
-def _npy_frames(path: Path, frame_shape: tuple[int, ...]) -> int:
-    if not path.is_file():
-        return 0
-    size = path.stat().st_size - _NPY_HEADER
-    frame_bytes = 4 * math.prod(frame_shape)
-    return max(0, size // frame_bytes)
-
-
-def _npy_append(path: Path, frames: np.ndarray) -> None:
-    """Append ``frames`` (float32) to a ``.npy`` file written by this function (created when missing)."""
-    frames = np.ascontiguousarray(frames, dtype="<f4")
-    n_old = _npy_frames(path, frames.shape[1:])
-    mode = "r+b" if path.is_file() else "w+b"
-    with open(path, mode) as f:
-        f.seek(_NPY_HEADER + n_old * frames[0].nbytes)
-        f.write(frames.tobytes())
-        f.truncate()
-        f.seek(0)
-        f.write(_npy_header((n_old + len(frames), *frames.shape[1:])))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _npy_truncate(path: Path, n: int, frame_shape: tuple[int, ...]) -> None:
-    if not path.is_file():
-        return
-    with open(path, "r+b") as f:
-        f.truncate(_NPY_HEADER + n * 4 * math.prod(frame_shape))
-        f.seek(0)
-        f.write(_npy_header((n, *frame_shape)))
-
-
-def _dcd_frame_bytes(n_atoms: int, cell: bool) -> int:
-    return 3 * (8 + 4 * n_atoms) + (56 if cell else 0)
-
-
-def _dcd_nset(path: Path) -> int:
-    with open(path, "rb") as f:
-        return struct.unpack("<i", f.read(12)[8:12])[0]
-
-
-def _dcd_set_nset(f, nset: int) -> None:
-    f.seek(8)
-    f.write(struct.pack("<i", nset))
-    f.seek(16)
-    nsavc = struct.unpack("<i", f.read(4))[0]
-    f.seek(12)
-    istart = struct.unpack("<i", f.read(4))[0]
-    f.seek(20)
-    f.write(struct.pack("<i", istart + nsavc * nset))
-
-
-def _dcd_append(path: Path, xyz_nm: np.ndarray, box_nm: np.ndarray | None) -> None:
-    """Append frames to a DCD: mdtraj writes them to a temporary DCD whose frame records are copied behind the
-    existing ones, and the frame count in the header is updated (mdtraj's DCD writer cannot append)."""
-    from mdtraj.formats import DCDTrajectoryFile
-
-    n, n_atoms = xyz_nm.shape[:2]
-    kwargs = {}
-    if box_nm is not None:
-        kwargs = {"cell_lengths": 10.0 * box_nm, "cell_angles": np.full((n, 3), 90.0)}
-    tmp = path.with_suffix(".dcd.tmp")
-    with DCDTrajectoryFile(str(tmp), "w", force_overwrite=True) as f:
-        f.write(10.0 * np.asarray(xyz_nm, dtype=np.float32), **kwargs)
-    data = tmp.read_bytes()
-    tmp.unlink()
-    frame_bytes = _dcd_frame_bytes(n_atoms, box_nm is not None)
-    if not path.is_file():
-        with open(path, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return
-    header = len(data) - n * frame_bytes
-    old = _dcd_nset(path)
-    with open(path, "r+b") as f:
-        f.seek(header + old * frame_bytes)
-        f.write(data[header:])
-        f.truncate()
-        _dcd_set_nset(f, old + n)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _dcd_truncate(path: Path, n: int, n_atoms: int, cell: bool) -> None:
-    if not path.is_file():
-        return
-    if n == 0:
-        path.unlink()
-        return
-    frame_bytes = _dcd_frame_bytes(n_atoms, cell)
-    old = _dcd_nset(path)
-    header = path.stat().st_size - old * frame_bytes
-    with open(path, "r+b") as f:
-        f.truncate(header + n * frame_bytes)
-        _dcd_set_nset(f, n)
-
-
-def _csv_append(path: Path, rows: np.ndarray) -> None:
-    new = not path.is_file()
-    with open(path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(ENERGY_COLUMNS)
-        for row in rows:
-            writer.writerow([repr(float(v)) for v in row])
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _csv_read(path: Path) -> np.ndarray:
-    if not path.is_file():
-        return np.zeros((0, len(ENERGY_COLUMNS)))
-    lines = path.read_text().splitlines()[1:]
-    rows = [[float(v) for v in line.split(",")] for line in lines if line.count(",") == len(ENERGY_COLUMNS) - 1]
-    return np.asarray(rows, dtype=np.float64).reshape(-1, len(ENERGY_COLUMNS))
-
-
-def _csv_truncate(path: Path, n: int) -> None:
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[: n + 1]))
-
-
-def _write_json_atomic(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------- platforms
@@ -334,9 +198,9 @@ def _run_replica(job: dict[str, Any], report: Callable[[int, int], None]) -> dic
             )
         context.loadCheckpoint(checkpoint)
         frames = int(state["frames"])
-        _dcd_truncate(folder / "positions.dcd", frames, n_atoms, cell)
-        _npy_truncate(folder / "forces.npy", frames, (n_atoms, 3))
-        _csv_truncate(folder / "energies.csv", frames)
+        dcd_truncate(folder / "positions.dcd", frames, n_atoms, cell)
+        npy_truncate(folder / "forces.npy", frames, (n_atoms, 3))
+        csv_truncate(folder / "energies.csv", frames)
     else:
         for name in ("positions.dcd", "forces.npy", "energies.csv", "checkpoint.chk", "checkpoint.chk.tmp"):
             (folder / name).unlink(missing_ok=True)
@@ -396,9 +260,9 @@ def _run_replica(job: dict[str, Any], report: Callable[[int, int], None]) -> dic
             report(k, frames + done)
             if time.perf_counter() - chunk_start > job["checkpoint_s"]:
                 break
-        _dcd_append(folder / "positions.dcd", pos[:done], None if boxes is None else boxes[:done])
-        _npy_append(folder / "forces.npy", force[:done])
-        _csv_append(folder / "energies.csv", energies[:done])
+        dcd_append(folder / "positions.dcd", pos[:done], None if boxes is None else boxes[:done])
+        npy_append(folder / "forces.npy", force[:done])
+        csv_append(folder / "energies.csv", energies[:done])
         frames += done
         computed += done
         _commit(folder, state, context, frames)
@@ -415,7 +279,7 @@ def _commit(folder: Path, state: dict[str, Any], context, frames: int) -> None:
         os.fsync(f.fileno())
     state.update(frames=frames, steps=int(context.getStepCount()), checkpoint_sha256=_sha256(data))
     state["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _write_json_atomic(folder / "state.json", state)
+    write_json_atomic(folder / "state.json", state)
     os.replace(tmp, folder / "checkpoint.chk")
 
 
@@ -546,7 +410,7 @@ def run_md(
         "threads_per_replica": per_replica if platform == "CPU" else None,
     }
     meta["runs"].append(run)
-    _write_json_atomic(meta_path, meta)
+    write_json_atomic(meta_path, meta)
     if topology is not None and not (out / "topology.pdb").is_file():
         from ..io.trajectories import write_trajectory
 
@@ -607,7 +471,7 @@ def run_md(
         frames_computed=computed,
         ns_per_day_per_replica=(computed / len(jobs)) * frame_ps * 1e-3 / wall * 86400.0 if wall > 0 else None,
     )
-    _write_json_atomic(meta_path, meta)
+    write_json_atomic(meta_path, meta)
     return out
 
 
@@ -714,7 +578,7 @@ def read_md(out) -> dict[str, np.ndarray]:
         with DCDTrajectoryFile(str(folder / "positions.dcd")) as f:
             xyz = f.read(n_frames=n)[0]
         forces = np.load(folder / "forces.npy", mmap_mode="r")[:n]
-        energies = _csv_read(folder / "energies.csv")[:n]
+        energies = csv_read(folder / "energies.csv")[:n]
         if len(xyz) < n or len(forces) < n or len(energies) < n:
             raise ValueError(f"{folder}: state.json commits {n} frames but the frame files hold fewer")
         parts["positions"].append(np.asarray(xyz[:n], dtype=np.float32) / np.float32(10.0))
