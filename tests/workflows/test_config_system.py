@@ -89,6 +89,15 @@ def molecule_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def _reference_energy(system, positions: np.ndarray) -> float:
+    """Potential energy (kJ/mol) of ``system`` at ``positions`` (nm) on OpenMM's Reference platform."""
+    import openmm
+
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(positions)
+    return ctx.getState(getEnergy=True).getPotentialEnergy()._value
+
+
 def write_config(folder: Path, name: str = "variant.json", drop: tuple[str, ...] = (), **changes) -> Path:
     """A variant of the fixture config beside it."""
     config = json.loads((folder / "config.json").read_text())
@@ -150,13 +159,8 @@ def test_system_xml_and_pdb_gives_the_same_energy(molecule_dir, tmp_path):
     m = load_molecule(tmp_path / "xml.json")
     assert m.name == "xml" and m.temperature == 310.0 and m.system.getNumForces() == reference.system.getNumForces()
 
-    def energy(system, positions):
-        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-        ctx.setPositions(positions)
-        return ctx.getState(getEnergy=True).getPotentialEnergy()._value
-
     frame = mdtraj.load(str(molecule_dir / "md.dcd"), top=str(PDB)).xyz[5].astype(np.float64)
-    assert energy(m.system, frame) == pytest.approx(energy(reference.system, frame), rel=1e-12)
+    assert _reference_energy(m.system, frame) == pytest.approx(_reference_energy(reference.system, frame), rel=1e-12)
     with pytest.raises(ValueError, match=r"xml2.json: key 'forcefield': not used with openmm input"):
         (tmp_path / "xml2.json").write_text(json.dumps({**config, "forcefield": ["amber14-all.xml"]}))
         load_molecule(tmp_path / "xml2.json")
@@ -174,7 +178,6 @@ def test_amber_and_gromacs_inputs_give_the_force_field_energy(molecule_dir, tmp_
     """The same ACE-ALA-NME with amber14-all parameters, read from Amber / GROMACS files instead of PDB + ffxml:
     OpenMM energies agree at an MD frame, the TorchForceField target follows, and the trajectory order check
     and CVs work on the topology the files carry."""
-    import openmm
 
     for name in topology.values():
         shutil.copy(AMBER_GROMACS / name, tmp_path / name)
@@ -190,13 +193,10 @@ def test_amber_and_gromacs_inputs_give_the_force_field_energy(molecule_dir, tmp_
     assert m.n_atoms == N_ATOMS and m.system.getNumConstraints() == 0
     assert [a.name for a in m.topology.atoms()] == [a.name for a in reference.topology.atoms()]
 
-    def energy(system, positions):
-        ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-        ctx.setPositions(positions)
-        return ctx.getState(getEnergy=True).getPotentialEnergy()._value
-
     frame = mdtraj.load(str(molecule_dir / "md.dcd"), top=str(PDB)).xyz[5].astype(np.float64)
-    assert energy(m.system, frame) == pytest.approx(energy(reference.system, frame), rel=1e-5, abs=1e-3)
+    assert _reference_energy(m.system, frame) == pytest.approx(
+        _reference_energy(reference.system, frame), rel=1e-5, abs=1e-3
+    )
     with pytest.raises(ValueError, match=r"amber_or_gromacs2.json: key 'forcefield': not used with"):
         (tmp_path / "amber_or_gromacs2.json").write_text(
             json.dumps({"topology": topology, "forcefield": ["amber14-all.xml"]})

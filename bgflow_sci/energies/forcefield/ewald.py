@@ -370,8 +370,7 @@ def import_pme(force, system, box: Tensor) -> PMEElectrostatics:
         raise ValueError(f"NonbondedForce method {method} is not supported; use PME, LJPME or Ewald")
     rows = [force.getParticleParameters(k) for k in range(force.getNumParticles())]
 
-    def value(x):
-        return x.value_in_unit_system(unit.md_unit_system) if unit.is_quantity(x) else float(x)
+    from .openmm_import import _v as value  # here, not at the top: openmm_import imports this module
 
     q, sig, eps = (torch.tensor([value(r[c]) for r in rows], dtype=torch.float64) for c in range(3))
     exclusions = torch.tensor(
