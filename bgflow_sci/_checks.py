@@ -29,5 +29,16 @@ def check_context(context: Tensor | None, batch: int, context_dim: int) -> Tenso
 
 
 def finite_rows(x: Tensor) -> Tensor:
-    """Boolean mask ``(batch,)`` of rows whose entries are all finite."""
+    """Boolean mask ``(batch,)`` of rows whose entries are all finite.
+
+    A row whose sum is finite has only finite entries (an infinite or NaN entry makes the sum non-finite), so one
+    cheap row sum decides most rows; only rows with a non-finite sum (which may also be finite rows that overflow)
+    are checked entry by entry.
+    """
+    if x.is_floating_point() and x.dim() >= 1 and x.shape[-1] > 0:
+        ok = torch.isfinite(x.sum(dim=-1))
+        suspect = ~ok
+        if suspect.any():
+            ok = ok | (suspect & torch.isfinite(x).all(dim=-1))
+        return ok
     return torch.isfinite(x).all(dim=-1)

@@ -46,6 +46,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bgflow_sci.io.peptides import build_capped_peptide  # noqa: E402
+from bgflow_sci.reweighting import profile_difference  # noqa: E402
 from bgflow_sci.samplers import count_transitions  # noqa: E402
 from bgflow_sci.workflows import load_molecule, read_md, run_molecule_md  # noqa: E402
 from bgflow_sci.workflows.enhanced_md import enhanced_md  # noqa: E402
@@ -56,6 +57,17 @@ FORCEFIELD = ("amber14-all.xml", "implicit/gbn2.xml")
 REGION = "psi_2_beta_vs_alpha"  # ΔF = F(β) − F(α_R) along ψ of residue 2 (kT)
 # χ1 rotamers of valine (rad): g+ around +60°, t around 180°, g- around -60°
 ROTAMERS = {"g+": (0.0, 2 * math.pi / 3), "t": (2 * math.pi / 3, -2 * math.pi / 3), "g-": (-2 * math.pi / 3, 0.0)}
+
+
+def flow_only_vs_md(entry: dict) -> dict:
+    """rms / max distance (kT) of the unweighted flow's profile to the MD's (``reweighting.profile_difference``)."""
+    import torch
+
+    def values(key: str) -> torch.Tensor:
+        return torch.tensor([math.inf if v is None else v for v in entry[key]], dtype=torch.float64)
+
+    diff = profile_difference(values("flow_only"), values("reference"))
+    return {"rms": diff.rms, "max_abs": diff.max_abs, "bins": diff.bins}
 
 
 def rotamer_fractions(chi1: np.ndarray) -> dict[str, float]:
@@ -207,6 +219,7 @@ def main(quick: bool = False, out: str = "tutorial_out/your_own_molecule") -> di
         "ess": rw["ess"],
         "delta_f": rw["delta_f"],
         "profiles_vs_md": {k: v.get("vs_reference") for k, v in rw["profiles"].items()},
+        "flow_profiles_vs_md": {k: flow_only_vs_md(v) for k, v in rw["profiles"].items() if "reference" in v},
         "enhanced_md": report,
         "enhanced_md_rotamers": rotamer_fractions(chi1),
         "figures": [str(figure)] + [str(out_dir / "run" / n) for n in ("free_energy_psi_2.png", "map_phi_2_psi_2.png")],

@@ -4,6 +4,7 @@ from .base import Distribution
 from .joint import Joint
 from .mixture import NormalMixture
 from .normal import Normal
+from .sphere import UniformS3
 from .uniform import UniformBox
 
-__all__ = ["Distribution", "Joint", "Normal", "NormalMixture", "UniformBox"]
+__all__ = ["Distribution", "Joint", "Normal", "NormalMixture", "UniformBox", "UniformS3"]

@@ -13,6 +13,7 @@ from .nets import MLP
 from .permutation import Permutation, Swap
 from .realnvp import neural_spline_flow, real_nvp
 from .smooth import RootFindingError, SmoothMixture
+from .sphere import DoubleMobius, QuaternionRotation, quadratic_features
 from .splines import RationalQuadraticSpline, rational_quadratic_spline
 from .stochastic import MetropolisMC, OverdampedLangevinBlock, PositionsOnly, UnderdampedLangevinBlock
 from .transformers import Domain, Transformer
@@ -25,6 +26,7 @@ __all__ = [
     "Domain",
     "ContinuousFlow",
     "Coupling",
+    "DoubleMobius",
     "Elementwise",
     "Flow",
     "Inverse",
@@ -37,6 +39,7 @@ __all__ = [
     "OverdampedLangevinBlock",
     "Permutation",
     "PositionsOnly",
+    "QuaternionRotation",
     "RationalQuadraticSpline",
     "RootFindingError",
     "Sequential",
@@ -48,6 +51,7 @@ __all__ = [
     "ZMatrix",
     "half_mask",
     "neural_spline_flow",
+    "quadratic_features",
     "rational_quadratic_spline",
     "real_nvp",
 ]

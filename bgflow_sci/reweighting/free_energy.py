@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .bootstrap import Estimate, bootstrap, bootstrap_std
+from .bootstrap import Estimate, block_bootstrap_sums, bootstrap, bootstrap_std
 from .histogram import bin_index, cv_and_log_weights, histogram_edges, log_bin_sums
 from .weights import as_log_weights
 
@@ -92,6 +92,8 @@ def free_energy_profile(
     range: tuple[float, float] | None = None,
     n_bootstrap: int = 200,
     generator: torch.Generator | None = None,
+    chain_ids: Tensor | None = None,
+    block_length: int | None = None,
 ) -> Profile:
     """Free-energy profile ``F_k = -log sum_{s_i in bin k} w_i + log width_k`` (``-log`` of the density), in kT.
 
@@ -102,8 +104,10 @@ def free_energy_profile(
     minimises ``sum_k p_k (F^b_k - c_b - F_k)^2`` over bins populated in both, ``p_k`` the estimated bin
     probabilities; the error is the standard deviation of the aligned replicates. This keeps the error of the
     reference (minimum) bin non-zero, unlike shifting every replicate by its own minimum. Replicates in which a bin
-    is empty are left out of that bin's error. Results have ``cv``'s floating dtype and device; an empty batch gives
-    all bins ``inf`` with ``nan`` errors and zero counts.
+    is empty are left out of that bin's error. Replicates resample single samples (independent draws, e.g. from a
+    flow), or, with ``chain_ids`` ``(batch,)`` and ``block_length``, contiguous blocks of each chain
+    (:func:`~.bootstrap.block_bootstrap_sums`: correlated samples such as MD frames). Results have ``cv``'s floating
+    dtype and device; an empty batch gives all bins ``inf`` with ``nan`` errors and zero counts.
     """
     out_dtype = cv.dtype if cv.is_floating_point() else torch.get_default_dtype()
     s, lw = cv_and_log_weights(cv, log_w)
@@ -122,15 +126,30 @@ def free_energy_profile(
     p = torch.softmax(torch.where(populated, log_sums, torch.full_like(log_sums, -math.inf)), dim=0)
     p = torch.where(populated, p, torch.zeros_like(p))
 
-    def aligned(r: Tensor) -> Tensor:
-        f_rep = log_width - log_bin_sums(lw[r], idx[r], n_bins)
+    def align(f_rep: Tensor) -> Tensor:
         both = torch.isfinite(f_rep) & populated
         diff = torch.where(both, f_rep - f_raw, torch.zeros_like(f_rep))
         pw = torch.where(both, p.expand_as(f_rep), torch.zeros_like(f_rep))
-        shift = (pw * diff).sum(-1, keepdim=True) / pw.sum(-1, keepdim=True)
-        return f_rep - shift
+        shift = (pw * diff).sum(-1, keepdim=True) / pw.sum(-1, keepdim=True).clamp_min(1e-300)
+        return torch.where(both, f_rep - shift, torch.full_like(f_rep, math.inf))
 
-    reps = bootstrap(aligned, n, n_bootstrap if bool(populated.any()) else 0, generator, s.device)
+    n_rep = n_bootstrap if bool(populated.any()) else 0
+    if chain_ids is not None:
+        if block_length is None:
+            raise ValueError("chain_ids needs block_length (samples per bootstrap block)")
+        offset = lw.max() if n else lw.new_zeros(())
+        weighted = (
+            torch.nn.functional.one_hot(idx, n_bins + 1)[:, :n_bins].to(lw.dtype) * torch.exp(lw - offset)[:, None]
+        )
+        if n_rep:
+            sums = block_bootstrap_sums(weighted, chain_ids, block_length, n_rep, generator).to(lw.device)
+            reps = align(log_width - offset - torch.log(sums))
+        else:
+            reps = f_raw.new_empty(0, n_bins)
+    else:
+        reps = bootstrap(
+            lambda r: align(log_width - log_bin_sums(lw[r], idx[r], n_bins)), n, n_rep, generator, s.device
+        )
     error = torch.where(populated, bootstrap_std(reps), torch.full_like(f_raw, math.nan))
 
     counts = torch.bincount(idx, minlength=n_bins + 1)[:n_bins]

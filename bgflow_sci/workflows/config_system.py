@@ -534,31 +534,10 @@ def _atoms_in_file(path: str) -> int | None:
 
 
 def _block_profile(cv, chain, edges, block: int, n_bootstrap: int, generator) -> dict[str, np.ndarray]:
-    """Unweighted free-energy profile ``F_k = -log(count_k / width_k)`` (min 0) with block-bootstrap errors; each
-    replicate aligned to the estimate by the probability-weighted mean shift (as :func:`free_energy_profile`)."""
-    import torch
+    """Unweighted free-energy profile of correlated frames with block-bootstrap errors, as numpy arrays."""
+    from ..reweighting import free_energy_profile
 
-    from ..reweighting import block_bootstrap_sums
-    from ..reweighting.bootstrap import bootstrap_std
-    from ..reweighting.histogram import bin_index
-
-    n_bins = len(edges) - 1
-    one_hot = torch.nn.functional.one_hot(bin_index(cv, edges), n_bins + 1)[:, :n_bins].double()
-    log_width = torch.log(edges[1:] - edges[:-1])
-    f_raw = log_width - torch.log(one_hot.sum(0))
-    reps = log_width - torch.log(block_bootstrap_sums(one_hot, chain, block, n_bootstrap, generator))
-    populated = torch.isfinite(f_raw)
-    p = torch.where(populated, torch.exp(-(f_raw - f_raw[populated].min())), torch.zeros_like(f_raw))
-    both = torch.isfinite(reps) & populated
-    pw = torch.where(both, p, torch.zeros_like(reps))
-    shift = (pw * torch.where(both, reps - f_raw, torch.zeros_like(reps))).sum(1, keepdim=True) / pw.sum(
-        1, keepdim=True
-    ).clamp_min(1e-300)
-    error = bootstrap_std(torch.where(both, reps - shift, torch.full_like(reps, math.inf)))
-    f = torch.where(populated, f_raw - f_raw[populated].min(), torch.full_like(f_raw, math.inf))
-    centers = 0.5 * (edges[1:] + edges[:-1])
-    return {
-        "centers": centers.numpy(),
-        "free_energy": f.numpy(),
-        "error": torch.where(populated, error, torch.full_like(error, math.nan)).numpy(),
-    }
+    prof = free_energy_profile(
+        cv, None, edges, n_bootstrap=n_bootstrap, generator=generator, chain_ids=chain, block_length=block
+    )
+    return {"centers": prof.centers.numpy(), "free_energy": prof.free_energy.numpy(), "error": prof.error.numpy()}

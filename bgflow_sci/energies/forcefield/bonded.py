@@ -17,12 +17,18 @@ def _col(values, dtype=torch.float64) -> Tensor:
     return torch.as_tensor(values, dtype=dtype).reshape(-1, 1)
 
 
+def _atoms(*columns) -> Tensor:
+    """``(m, len(columns))`` atom indices of the interactions (read by the native kernels, ``forcefield.native``)."""
+    return torch.stack([torch.as_tensor(c, dtype=torch.long).reshape(-1) for c in columns], dim=1)
+
+
 class HarmonicBonds(nn.Module):
     """``E = Σ_b ½ k_b (r_b - r0_b)²`` over bonds ``(i, j)``; ``k`` in kJ/mol/nm², ``r0`` in nm."""
 
     def __init__(self, i, j, r0, k, n_atoms: int, box: Tensor | None = None):
         super().__init__()
         self.vec = VectorScatter(i, j, n_atoms)
+        self.register_buffer("atoms", _atoms(i, j), persistent=False)
         self.register_buffer("r0", _col(r0), persistent=False)
         self.register_buffer("k", _col(k), persistent=False)
         self.register_buffer("box", box, persistent=False)
@@ -44,6 +50,7 @@ class HarmonicAngles(nn.Module):
         i, j, k = (torch.as_tensor(t, dtype=torch.long) for t in (i, j, k))
         self.m = i.numel()
         self.vec = VectorScatter(torch.cat([i, k]), torch.cat([j, j]), n_atoms)
+        self.register_buffer("atoms", _atoms(i, j, k), persistent=False)
         self.register_buffer("theta0", _col(theta0), persistent=False)
         self.register_buffer("k", _col(force_k), persistent=False)
         self.register_buffer("box", box, persistent=False)
@@ -77,6 +84,7 @@ class PeriodicTorsions(nn.Module):
         i, j, k, l = (torch.as_tensor(t, dtype=torch.long) for t in (i, j, k, l))  # noqa: E741
         self.m = i.numel()
         self.vec = VectorScatter(torch.cat([j, k, l]), torch.cat([i, j, k]), n_atoms)
+        self.register_buffer("atoms", _atoms(i, j, k, l), persistent=False)
         self.register_buffer("n", _col(periodicity), persistent=False)
         self.register_buffer("phase", _col(phase), persistent=False)
         self.register_buffer("k", _col(force_k), persistent=False)

@@ -89,6 +89,9 @@ class ExceptionPairs(nn.Module):
     def __init__(self, i, j, qq, lj_a, lj_b, n_atoms: int, box: Tensor | None = None):
         super().__init__()
         self.vec = VectorScatter(i, j, n_atoms)
+        self.register_buffer(
+            "atoms", torch.stack([torch.as_tensor(i).long(), torch.as_tensor(j).long()], dim=1), persistent=False
+        )
         for name, val in (("qq", qq), ("lj_a", lj_a), ("lj_b", lj_b)):
             self.register_buffer(name, torch.as_tensor(val, dtype=torch.float64).reshape(-1, 1), persistent=False)
         self.register_buffer("box", box, persistent=False)
