@@ -11,8 +11,15 @@ from .muller_brown import MuellerBrown
 from .openmm import OpenMMEnergy
 from .particles import DW4, LJ13, DoubleWellParticles, LennardJonesCluster, PairwiseParticleEnergy
 from .phase_space import PhaseSpaceEnergy
+from .rigid import RigidMolecule, tetrahedron, tip4p_ew_water
+from .tetrahedra import TetrahedraInField, orientational_log_z
 
 __all__ = [
+    "RigidMolecule",
+    "TetrahedraInField",
+    "orientational_log_z",
+    "tetrahedron",
+    "tip4p_ew_water",
     "Energy",
     "FunctionEnergy",
     "InterpolatedEnergy",

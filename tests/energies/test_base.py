@@ -81,6 +81,7 @@ ELSEWHERE = {
     E.PairwiseParticleEnergy: "an abstract base (pair_potential); its subclasses are cases here",
     E.TorchForceField: "tests/energies/test_torch_ff.py: analytic energy_and_force against OpenMM and autograd",
     E.OpenMMEnergy: "tests/energies/test_openmm_bridge.py: OpenMM forces against OpenMM and autograd",
+    E.TetrahedraInField: "tests/energies/test_tetrahedra.py: quaternion inputs (unit norm checked), sign invariance",
 }
 
 
