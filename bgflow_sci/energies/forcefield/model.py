@@ -137,7 +137,6 @@ class TorchForceField(Energy):
                     "(see forcefield.native; BGFLOW_SCI_NATIVE, CXX)"
                 )
         covered = len(self._native.vector_covered) + len(self._native.pair_covered)
-        self._torch_only = covered == 0
         self._all_native = covered == len(self.vector_terms) + len(self.pair_terms)
 
     @classmethod

@@ -101,8 +101,10 @@ def load_kernels() -> ctypes.CDLL | None:
     A failed build warns once, naming the compiler's error, and the torch path is used from then on.
     """
     global _LIBRARY, _LOAD_ERROR
-    if _LIBRARY is not None or not native_enabled():
-        return _LIBRARY if native_enabled() else None
+    if not native_enabled():
+        return None
+    if _LIBRARY is not None:
+        return _LIBRARY
     if _LOAD_ERROR is not None:
         return None
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
