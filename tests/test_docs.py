@@ -90,7 +90,7 @@ def test_api_pages_render_docstrings(site: Path) -> None:
 
 def test_tutorial_pages_with_figures(site: Path) -> None:
     scripts = sorted((REPO / "tutorials").glob("[0-9][0-9]_*.py"))
-    assert len(scripts) == 6, [s.name for s in scripts]
+    assert len(scripts) == 7, [s.name for s in scripts]
     for script in scripts:
         page = site / "tutorials" / f"{script.stem}.html"
         assert page.is_file(), f"no page for {script.name}"

@@ -5,16 +5,21 @@ from .base import BiasedEnergy, Energy, FunctionEnergy, ScaledEnergy, as_energy
 from .double_well import DoubleWell2D
 from .forcefield import TorchForceField
 from .gmm import GaussianMixture, GaussianMixture40
+from .ice import IceXI, ice_xi, tip4p_ew_ice
 from .interpolated import InterpolatedEnergy
 from .many_well import ManyWell, ManyWell32
 from .muller_brown import MuellerBrown
 from .openmm import OpenMMEnergy
 from .particles import DW4, LJ13, DoubleWellParticles, LennardJonesCluster, PairwiseParticleEnergy
 from .phase_space import PhaseSpaceEnergy
-from .rigid import RigidMolecule, tetrahedron, tip4p_ew_water
+from .rigid import RigidBodyEnergy, RigidMolecule, tetrahedron, tip4p_ew_water
 from .tetrahedra import TetrahedraInField, orientational_log_z
 
 __all__ = [
+    "IceXI",
+    "RigidBodyEnergy",
+    "ice_xi",
+    "tip4p_ew_ice",
     "RigidMolecule",
     "TetrahedraInField",
     "orientational_log_z",

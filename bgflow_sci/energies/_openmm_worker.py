@@ -39,6 +39,10 @@ def evaluate_chunk(context: Any, positions: np.ndarray, max_energy_kj: float) ->
     A configuration whose evaluation raises (OpenMM refuses NaN coordinates, an exploded state), or whose energy or
     forces are not finite or whose energy exceeds ``max_energy_kj``, gets a NaN energy and zero force. A chunk that
     does not fit the System (shape, atom count) raises ``ValueError``: that is a caller's error, not a configuration's.
+
+    Virtual sites (TIP4P's M, ...) are recomputed from their parent atoms before each evaluation and get zero force
+    (OpenMM has already moved their force onto the parents): the energy is a function of the real atoms only, and
+    the forces are its exact negative gradient.
     """
     from openmm import unit
 
@@ -47,16 +51,22 @@ def evaluate_chunk(context: Any, positions: np.ndarray, max_energy_kj: float) ->
     if positions.ndim != 3 or positions.shape[1:] != (n_atoms, 3):
         raise ValueError(f"positions must be (n, {n_atoms}, 3) nm for this System, got shape {positions.shape}")
     kj, kj_nm = unit.kilojoule_per_mole, unit.kilojoule_per_mole / unit.nanometer
+    system = context.getSystem()
+    virtual = [i for i in range(n_atoms) if system.isVirtualSite(i)]
     energies = np.full(len(positions), np.nan)
     forces = np.zeros_like(positions)
     for i, xyz in enumerate(positions):
         try:
             context.setPositions(xyz)  # plain array: nm
+            if virtual:
+                context.computeVirtualSites()
             state = context.getState(getEnergy=True, getForces=True)
             e = state.getPotentialEnergy().value_in_unit(kj)
             f = state.getForces(asNumpy=True).value_in_unit(kj_nm)
         except Exception:  # noqa: BLE001 - OpenMM raises per configuration (e.g. NaN coordinates): mark it invalid
             continue
+        if virtual:
+            f[virtual] = 0.0
         if math.isfinite(e) and e <= max_energy_kj and np.isfinite(f).all():
             energies[i], forces[i] = e, f
     return energies, forces

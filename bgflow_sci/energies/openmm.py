@@ -158,7 +158,9 @@ class OpenMMEnergy(Energy):
 
     ``x``: ``(batch, 3 * n_atoms)`` in nm, any float dtype and device (moved to CPU float64 for OpenMM and the results
     back).  Configurations that are non-finite, make OpenMM raise, or have a NaN/infinite energy or an energy above
-    ``max_energy`` (kT) get ``u = +inf`` and zero force and are counted in ``n_invalid``.
+    ``max_energy`` (kT) get ``u = +inf`` and zero force and are counted in ``n_invalid``.  Virtual sites (TIP4P's M)
+    are recomputed from their parent atoms on every evaluation and get zero force (their force is on the parents):
+    ``u`` depends on the real atoms only and ``F`` is its exact negative gradient.
 
     ``n_workers > 1`` evaluates contiguous chunks of at most ``chunk_size`` configurations (default: the batch split
     evenly over the workers) in a :class:`~concurrent.futures.ProcessPoolExecutor` of as many ``spawn``-ed

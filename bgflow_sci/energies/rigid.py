@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .. import quaternions as quat
+from .base import Energy
 
 # TIP4P-Ew (Horn et al., J. Chem. Phys. 120, 9665 (2004)), as in OpenMM's tip4pew.xml: r(OH) 0.09572 nm,
 # angle HOH 1.82421813418 rad (104.52°), M = 0.786646558 O + 0.106676721 (H1 + H2) (0.0125 nm from O on the bisector)
@@ -99,3 +100,38 @@ def tetrahedron(edge: float = 1.0) -> RigidMolecule:
     s = edge / (2 * math.sqrt(2))
     corners = [[s, s, s], [s, -s, -s], [-s, s, -s], [-s, -s, s]]
     return RigidMolecule(["A", "B", "C", "D"], corners)
+
+
+class RigidBodyEnergy(Energy):
+    """An atom energy seen from rigid-body states: ``u(r, q) = u_atoms(molecule.to_atoms(r, q))`` (kT).
+
+    State ``(batch, 7 n)``: positions ``(3 n)`` nm, then quaternions ``(4 n)`` (unit within
+    :data:`~bgflow_sci.quaternions.UNIT_TOLERANCE`; normalised on the way; further off raises ``ValueError``; a
+    zero quaternion gives ``+inf``, counted in ``n_invalid``).  ``u(r, q) = u(r, -q)``.  Forces are the chain rule of
+    the atom energy's forces through :meth:`RigidMolecule.to_atoms` (autograd; the atom energy's own analytic
+    forces are used, e.g. OpenMM's, where virtual-site forces are already moved onto their parent atoms).  The
+    density ``exp(-u)`` is with respect to Lebesgue measure on positions and the ``S^3`` volume on quaternions (for
+    rigid molecules the constrained-MD configurational measure up to a constant).
+    """
+
+    def __init__(self, atom_energy: Energy, molecule: RigidMolecule, n_molecules: int):
+        if atom_energy.dim != 3 * molecule.n_sites * n_molecules:
+            raise ValueError(
+                f"atom energy has dim {atom_energy.dim}, expected {3 * molecule.n_sites * n_molecules} for "
+                f"{n_molecules} molecules of {molecule.n_sites} sites {molecule.names}"
+            )
+        super().__init__(7 * n_molecules)
+        self.atom_energy, self.molecule, self.n_molecules = atom_energy, molecule, int(n_molecules)
+
+    def atoms(self, x: Tensor) -> Tensor:
+        """Atom coordinates ``(batch, 3 n n_sites)`` nm of states ``x`` ``(batch, 7 n)``."""
+        n = self.n_molecules
+        return self.molecule.to_atoms(x[:, : 3 * n], x[:, 3 * n :])
+
+    def _energy(self, x: Tensor) -> Tensor:
+        n = self.n_molecules
+        q = x[:, 3 * n :].reshape(len(x), n, 4)
+        zero = torch.linalg.vector_norm(q, dim=-1) == 0  # (batch, n): no orientation -> +inf, not an error
+        q = torch.where(zero[..., None], q.new_tensor([1.0, 0.0, 0.0, 0.0]), q)
+        u = self.atom_energy.energy(self.molecule.to_atoms(x[:, : 3 * n], q.reshape(len(x), 4 * n)))
+        return torch.where(zero.any(-1), torch.full_like(u, torch.nan), u)

@@ -12,6 +12,7 @@ from .linear import LULinear
 from .nets import MLP
 from .permutation import Permutation, Swap
 from .realnvp import neural_spline_flow, real_nvp
+from .rigid import OrientationCoupling, PositionCoupling, RigidBodyGeometry, rigid_body_flow
 from .smooth import RootFindingError, SmoothMixture
 from .sphere import DoubleMobius, QuaternionRotation, quadratic_features
 from .splines import RationalQuadraticSpline, rational_quadratic_spline
@@ -19,6 +20,10 @@ from .stochastic import MetropolisMC, OverdampedLangevinBlock, PositionsOnly, Un
 from .transformers import Domain, Transformer
 
 __all__ = [
+    "OrientationCoupling",
+    "PositionCoupling",
+    "RigidBodyGeometry",
+    "rigid_body_flow",
     "ActNorm",
     "Affine",
     "AffineCoupling",

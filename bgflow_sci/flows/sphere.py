@@ -12,6 +12,11 @@ symmetric and ``p_SO3(R) = 2 p(q)`` is a proper density of rotations.
 
 ``log|J| = log[(1 - |w|²)(1 + |w|²)³] - 2 log[(1 + |w|²)² - 4 (w·p)²]``.
 
+``f_w = f_{-w}``: the map is even in ``w``, so its derivative with respect to ``w`` vanishes at ``w = 0`` and a
+layer started exactly at the identity never leaves it (every gradient is zero there, also for Adam).  The layers
+here therefore start *near* the identity: ``init_scale`` (default 0.01) draws the free parameters, or the last
+layer's bias of a conditioner, from ``N(0, init_scale²)``, which moves points by ``O(init_scale²)``.
+
 ``f_w`` maps the great circle through ``±w/|w|`` and ``p`` to itself.  In that plane, with ``e1 = w/|w|`` and ``p``
 the complex number ``e^{iθ}``, the map is ``f² = (p² - s) / (1 - s p²)`` with ``s = |w|²`` (a disc automorphism of
 ``p²``), so the inverse is closed form: ``p² = (f² + s) / (1 + s f²)``, and ``p`` is the square root on the same side
@@ -66,15 +71,13 @@ def double_mobius_inverse(y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     dr, di = 1 + s * vr, s * vi
     den = dr * dr + di * di
     ur, ui = (nr * dr + ni * di) / den, (ni * dr - nr * di) / den
-    # principal square root of u (|u| = 1): half-angle formulas, then the root on y's side
-    mod = torch.sqrt(ur * ur + ui * ui)
-    pr = torch.sqrt(((mod + ur) / 2).clamp_min(0))
-    pi = torch.sign(ui) * torch.sqrt(((mod - ur) / 2).clamp_min(0))
-    pi = torch.where(ui == 0, torch.sqrt(((mod - ur) / 2).clamp_min(0)), pi)
+    # square root of u (|u| = 1) by its half angle (atan2: finite gradients everywhere), then the root on y's side;
+    # w = 0 gives u = y² and p = y exactly
+    half = 0.5 * torch.atan2(ui, ur)
+    pr, pi = torch.cos(half), torch.sin(half)
     flip = (pr * a + pi * b) < 0
     pr, pi = torch.where(flip, -pr, pr), torch.where(flip, -pi, pi)
     p = pr[..., None] * e1 + pi[..., None] * e2
-    p = torch.where((r > 1e-9)[..., None], p, y)  # w = 0: the identity
     p = p / torch.linalg.vector_norm(p, dim=-1, keepdim=True)
     _, logdet = double_mobius(p, w)
     return p, -logdet
@@ -84,14 +87,15 @@ class DoubleMobius(Flow):
     """Antipodally equivariant double-Möbius map of every body's quaternion (module docstring).
 
     Each body ``k`` has its own ``w_k = 0.99 · v_k / sqrt(1 + |v_k|²)`` (so ``|w_k| < 0.99``), where ``v`` is a free
-    parameter ``(n_bodies, 4)`` (``context_dim = 0``; zero at start: the identity) or the output of an MLP of the
-    context (``context_dim > 0``; zero-initialised last layer).  Conditioning on other bodies' quaternions must use
+    parameter ``(n_bodies, 4)`` (``context_dim = 0``) or the output of an MLP of the context (``context_dim > 0``;
+    zero last-layer weights); the parameter, or that layer's bias, starts at ``N(0, init_scale²)``: near the
+    identity, off its saddle at ``w = 0`` (module docstring).  Conditioning on other bodies' quaternions must use
     sign-invariant features (e.g. :func:`quadratic_features`), which the caller builds into ``context``.
     ``(batch, 4 n_bodies) -> (batch, 4 n_bodies)``; both directions closed form and batched.
     """
 
     def __init__(
-        self, n_bodies: int, context_dim: int = 0, hidden: tuple[int, ...] = (64, 64), init_scale: float = 0.0
+        self, n_bodies: int, context_dim: int = 0, hidden: tuple[int, ...] = (64, 64), init_scale: float = 0.01
     ):
         super().__init__()
         if n_bodies < 1:
@@ -99,6 +103,8 @@ class DoubleMobius(Flow):
         self.n_bodies, self.dim, self.context_dim = int(n_bodies), 4 * int(n_bodies), int(context_dim)
         if self.context_dim:
             self.net = MLP(self.context_dim, self.dim, hidden)
+            with torch.no_grad():  # near the identity, off the w = 0 saddle (module docstring)
+                self.net[-1].bias.normal_(0.0, init_scale)
             self.v = None
         else:
             self.net = None

@@ -31,6 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .bootstrap import Estimate
+from .weights import as_log_weights
+
 
 class MBARResult(NamedTuple):
     """Free energies of the ``K`` states from MBAR, all in kT and float64.
@@ -144,3 +147,30 @@ def mbar_log_weights(
     if u_n is not None:
         log_w = log_w - torch.as_tensor(u_n, dtype=torch.float64, device=u_kn.device)
     return log_w
+
+
+def bar_free_energy(log_w_forward: Tensor, log_w_reverse: Tensor) -> Estimate:
+    """Bennett's acceptance ratio for ``f_B - f_A`` (kT) from importance weights in both directions.
+
+    ``log_w_forward`` ``(n_A,)``: samples of A with ``E_A[w] = Z_B / Z_A`` (e.g. targeted FEP,
+    ``u_A(x) + log|det ∂f/∂x| - u_B(f(x))``); ``log_w_reverse`` ``(n_B,)``: samples of B with ``E_B[w] = Z_A /
+    Z_B`` (``u_B(y) + log|det ∂f⁻¹/∂y| - u_A(f⁻¹(y))``).  BAR is MBAR over the two states in A's coordinates
+    (the reduced energies of a sample may be shifted by a common constant): sample ``i`` of A has ``(0, -log
+    w_i)``, sample ``j`` of B ``(-log w_j, 0)``.  It is the minimum-variance estimator from both sets and sits
+    between the two one-sided estimates ``-log mean w_forward`` and ``log mean w_reverse``, which undersampled
+    tails bias in opposite directions.  Error: the asymptotic one, for uncorrelated samples (block-bootstrap
+    correlated chains).  ``-inf`` log weights (e.g. clashes) are allowed; NaN raises ``ValueError``.
+    """
+    fwd, rev = as_log_weights(log_w_forward, "log_w_forward"), as_log_weights(log_w_reverse, "log_w_reverse")
+    if fwd.numel() == 0 or rev.numel() == 0:
+        raise ValueError(f"BAR needs samples of both states, got {fwd.numel()} and {rev.numel()}")
+    zeros_a, zeros_b = torch.zeros_like(fwd), torch.zeros_like(rev).to(fwd.device)
+    u_kn = torch.stack([torch.cat([zeros_a, -rev.to(fwd.device)]), torch.cat([-fwd, zeros_b])])
+    # start from the mean of the one-sided estimates (the states' reduced energies may differ by hundreds of kT,
+    # where pymbar's default start f = 0 does not converge)
+    one_sided = 0.5 * (
+        math.log(fwd.numel()) - torch.logsumexp(fwd, 0) + torch.logsumexp(rev, 0) - math.log(rev.numel())
+    )
+    initial = torch.stack([torch.zeros_like(one_sided), one_sided])
+    result = mbar_free_energies(u_kn, torch.tensor([fwd.numel(), rev.numel()]), initial=initial)
+    return Estimate(float(result.free_energy[1]), float(result.error[1]))

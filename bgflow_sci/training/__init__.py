@@ -2,7 +2,7 @@
 
 from .batches import BatchSource, as_batch_source
 from .flow_matching import FlowMatching, ot_pairing
-from .losses import ForceMatching, MaximumLikelihood, ReverseKL, linlog_cut
+from .losses import ForceMatching, FreeEnergyPerturbation, MaximumLikelihood, ReverseKL, linlog_cut
 from .mdmm import EqualityConstraint, InequalityConstraint, MDMMConstraint
 from .mmd import MMDLoss, MultiScaleRBF, mmd2, mmd_noise_floor
 from .recipes import ml_then_kl
@@ -13,6 +13,7 @@ __all__ = [
     "EqualityConstraint",
     "FlowMatching",
     "ForceMatching",
+    "FreeEnergyPerturbation",
     "InequalityConstraint",
     "MDMMConstraint",
     "MMDLoss",

@@ -23,6 +23,34 @@ def linlog_cut(u: Tensor, cutoff: float) -> Tensor:
     return torch.where(u > cutoff, cutoff + torch.log1p(torch.clamp(u - cutoff, min=0.0)), u)
 
 
+def _zero_weight_where_not_finite(log_w: Tensor) -> Tensor:
+    """``log_w`` with every non-finite entry set to ``-inf`` (weight zero)."""
+    return torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -torch.inf))
+
+
+class _EnergyLoss:
+    """What the energy-based losses share: the mean over the batch's finite terms (the others counted in
+    ``n_dropped``) and the Kish ESS of the last batch's log weights for the Trainer's log."""
+
+    n_dropped: int
+    last_log_weights: Tensor | None
+
+    def _finite_mean(self, terms: Tensor) -> Tensor:
+        ok = torch.isfinite(terms)
+        if not bool(ok.all()):
+            self.n_dropped += int((~ok).sum())
+            terms = terms[ok]
+        return terms.mean()
+
+    def log_values(self) -> dict[str, Tensor]:
+        """``{"ess": Kish ESS / n}`` of the last batch (a 0-d tensor; no host synchronisation; empty when no log
+        weights are known)."""
+        lw = self.last_log_weights
+        if lw is None or lw.numel() == 0:
+            return {}
+        return {"ess": ess_tensor(lw)}
+
+
 class MaximumLikelihood:
     """Forward KL / maximum likelihood on data: ``E_data[-log q(x)]`` (nats per sample).
 
@@ -77,7 +105,7 @@ class MaximumLikelihood:
         return -(w * log_q).sum() / w.sum()
 
 
-class ReverseKL:
+class ReverseKL(_EnergyLoss):
     """Energy-based training (reverse KL up to ``log Z``): ``E_{x~q}[u(x) + log q(x)]``.
 
     Samples with non-finite energy are left out of the batch mean (their number is kept in
@@ -110,22 +138,10 @@ class ReverseKL:
         x, log_q = self.bg.sample_with_log_prob(self.batch_size, ctx)
         u = self.target.energy(x)
         log_w = -(u + log_q).detach()
-        self.last_log_weights = torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -torch.inf))
+        self.last_log_weights = _zero_weight_where_not_finite(log_w)
         if self.energy_cutoff is not None:
             u = linlog_cut(u, self.energy_cutoff)
-        terms = u + log_q
-        ok = torch.isfinite(terms)
-        if not bool(ok.all()):
-            self.n_dropped += int((~ok).sum())
-            terms = terms[ok]
-        return terms.mean()
-
-    def log_values(self) -> dict[str, Tensor]:
-        """``{"ess": Kish ESS / n}`` of the last batch (a 0-d tensor; no host synchronisation)."""
-        lw = self.last_log_weights
-        if lw is None or lw.numel() == 0:
-            return {}
-        return {"ess": ess_tensor(lw)}
+        return self._finite_mean(u + log_q)
 
 
 class ForceMatching:
@@ -193,3 +209,65 @@ class ForceMatching:
         model_energy = as_energy(lambda y: -self.model.log_prob(y, ctx), self.model.dim)
         _, model_force = model_energy.energy_and_force(x.detach().clone().requires_grad_(True), create_graph=True)
         return (model_force - f_ref).pow(2).sum(-1).mean()
+
+
+class FreeEnergyPerturbation(_EnergyLoss):
+    """Learned free-energy perturbation (targeted FEP, Jarzynski 2002; Wirnsberger et al., J. Chem. Phys. 153,
+    144112 (2020)): a flow ``f`` maps samples ``x`` of state A (``exp(-u_A)``, e.g. MD frames) towards state B.
+
+    ``log w(x) = u_A(x) + log|det ∂f/∂x| - u_B(f(x))`` and ``E_A[w] = Z_B / Z_A``, so ``-log mean w`` estimates
+    ``f_B - f_A`` (reduced) for any invertible ``f``; training minimises ``E_A[u_B(f(x)) - log|det ∂f/∂x|]`` —
+    ``KL(f_# p_A || p_B)`` up to the constant ``f_B - f_A`` — which maximises the overlap (the ESS of ``w``).
+
+    Args:
+        flow: a :class:`~bgflow_sci.flows.Flow` from A's coordinates to B's (its forward direction).
+        target: ``u_B``, an :class:`~bgflow_sci.energies.Energy` (kT).
+        data: ``(n, dim)`` samples of A, drawn as minibatches with replacement (or a batch source of
+            :func:`~bgflow_sci.training.batches.as_batch_source` yielding ``(x, source_energy)``).
+        source_energy: ``u_A(data)`` ``(n,)`` (kT), aligned with a tensor ``data``: only for the logged ESS
+            (``<name>/ess``) — the gradient does not need it.
+        batch_size, energy_cutoff: minibatch size; :func:`linlog_cut` of ``u_B`` in the loss (not in the weights).
+
+    Rows with non-finite ``u_B(f(x))`` are left out of the loss (counted in ``n_dropped``) and weigh zero.
+    """
+
+    fields = ("x", "source_energy")
+
+    def __init__(
+        self,
+        flow,
+        target: Energy,
+        data: BatchData,
+        source_energy: Tensor | None = None,
+        batch_size: int = 256,
+        energy_cutoff: float | None = None,
+    ):
+        if isinstance(data, Tensor):
+            check_batch(data, target.dim, "data")
+            if len(data) == 0:
+                raise ValueError("free-energy perturbation needs at least one sample of the source state")
+            if source_energy is not None and source_energy.shape != (len(data),):
+                raise ValueError(f"source_energy must have shape ({len(data)},), got {tuple(source_energy.shape)}")
+        self.flow, self.target, self.batch_size, self.energy_cutoff = flow, target, batch_size, energy_cutoff
+        self.batches = as_batch_source(data, batch_size, self.fields, {"source_energy": source_energy})
+        self.n_dropped = 0
+        self.last_log_weights: Tensor | None = None
+
+    def log_weights(self, x: Tensor, source_energy: Tensor) -> Tensor:
+        """``log w`` ``(batch,)`` of samples ``x`` of A with ``u_A(x)`` = ``source_energy`` (no gradient);
+        ``-inf`` where ``u_B(f(x))`` is not finite.  ``-reweighting.log_z(log_w)`` is ``f_B - f_A``."""
+        with torch.no_grad():
+            y, logdet = self.flow(x)
+            log_w = source_energy.to(logdet) + logdet - self.target.energy(y)
+        return _zero_weight_where_not_finite(log_w)
+
+    def __call__(self) -> Tensor:
+        batch = self.batches()
+        y, logdet = self.flow(batch["x"])
+        u = self.target.energy(y)
+        if batch["source_energy"] is not None:
+            log_w = (batch["source_energy"].to(u) + logdet - u).detach()
+            self.last_log_weights = _zero_weight_where_not_finite(log_w)
+        if self.energy_cutoff is not None:
+            u = linlog_cut(u, self.energy_cutoff)
+        return self._finite_mean(u - logdet)

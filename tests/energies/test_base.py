@@ -82,6 +82,7 @@ ELSEWHERE = {
     E.TorchForceField: "tests/energies/test_torch_ff.py: analytic energy_and_force against OpenMM and autograd",
     E.OpenMMEnergy: "tests/energies/test_openmm_bridge.py: OpenMM forces against OpenMM and autograd",
     E.TetrahedraInField: "tests/energies/test_tetrahedra.py: quaternion inputs (unit norm checked), sign invariance",
+    E.RigidBodyEnergy: "tests/energies/test_ice.py: rigid-body states against OpenMM on the same atoms, forces vs FD",
 }
 
 

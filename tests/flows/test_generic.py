@@ -118,6 +118,9 @@ TESTED_ELSEWHERE = {
     # manifold flows on (S^3)^n: log-dets with respect to the sphere volume, checked in the tangent spaces
     F.DoubleMobius: "tests/flows/test_sphere.py",
     F.QuaternionRotation: "tests/flows/test_sphere.py",
+    # many rigid bodies (periodic positions + (S^3)^n): tangent-space log-dets in tests/flows/test_rigid.py
+    F.PositionCoupling: "tests/flows/test_rigid.py",
+    F.OrientationCoupling: "tests/flows/test_rigid.py",
 }
 
 

@@ -93,9 +93,11 @@ def test_random_stack_integrates_to_one_and_is_symmetric():
 
 
 def test_closed_form_inverse_handles_w_zero_and_y_on_the_axis():
-    flow = DoubleMobius(1).double()
+    flow = DoubleMobius(1, init_scale=0.0).double()  # exactly w = 0
     q = Q.random_unit(5, dtype=torch.float64)
     y, logdet = flow(q)
+    back, _ = flow.inverse(q)
+    torch.testing.assert_close(back, q, atol=1e-12, rtol=0)
     torch.testing.assert_close(y, q) and torch.testing.assert_close(logdet, torch.zeros(5, dtype=torch.float64))
     with torch.no_grad():
         flow.v.copy_(torch.tensor([[0.5, -0.2, 0.1, 0.7]]))

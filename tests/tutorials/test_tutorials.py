@@ -104,3 +104,15 @@ def test_tutorial_your_own_molecule_quick(tmp_path):
     for fig in summary["figures"]:
         assert Path(fig).stat().st_size > 10_000
     assert (tmp_path / "ace_val_nme.json").is_file() and (tmp_path / "md" / "md.json").is_file()
+
+
+def test_tutorial_rigid_bodies_quick(tmp_path):
+    require("openmm")
+    module = runpy.run_path(str(ROOT / "tutorials" / "07_rigid_bodies.py"))
+    r = module["main"](quick=True, out=str(tmp_path))  # ≈ 1 min CPU: 10 ps MD, 60 steps
+    assert abs(r["orientations"]["integral"] - 1) < 4 * r["orientations"]["integral_error"] + 1e-3
+    tet = r["tetrahedron"]
+    assert abs(tet["log_z"] - tet["log_z_exact"]) < 4 * tet["log_z_error"] + 1e-3
+    for name in ("plain FEP", "flow"):
+        assert 0 < r["ice"][name]["ess"] <= 1 and r["ice"][name]["delta_f"] < -30  # a bound crystal, cooled
+    assert (tmp_path / "ice_fep.png").stat().st_size > 10_000
