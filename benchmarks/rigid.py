@@ -35,8 +35,13 @@ def temperatures(low: float, high: float, n: int) -> list[float]:
     return [round(float(t), 3) for t in np.geomspace(low, high, n)]
 
 
-def md_folder(out: Path, temperature: float) -> Path:
-    return out / f"md_{temperature:.3f}K"
+def md_folder(out: Path, temperature: float, replicas: int = 1) -> Path:
+    """``md_250.000K`` for one chain; ``md_250.000K_x8`` for 8 independent chains."""
+    return out / (f"md_{temperature:.3f}K" + (f"_x{replicas}" if replicas > 1 else ""))
+
+
+def high_replicas(args, temperature: float) -> int:
+    return args.high_replicas if abs(temperature - args.high) < 1e-6 else 1
 
 
 def stage_md(ice, args, out: Path) -> None:
@@ -45,12 +50,14 @@ def stage_md(ice, args, out: Path) -> None:
     chosen = args.temperatures if args.only is None else [t for t in args.temperatures if round(t) in args.only]
     for t in sorted(chosen, reverse=True):
         ns = args.ns_high if abs(t - args.high) < 1e-6 else args.ns
+        replicas = high_replicas(args, t)
         run_md(
             ice.system,
             ice.positions,
             t,
-            md_folder(out, t),
+            md_folder(out, t, replicas),
             ns=ns,
+            replicas=replicas,
             frame_ps=args.frame_ps,
             timestep_fs=2.0,
             friction_per_ps=1.0,
@@ -63,11 +70,29 @@ def stage_md(ice, args, out: Path) -> None:
 
 
 def load_states(ice, folder: Path):
-    """Rigid-body states ``(frames, 7 n)`` float64 of the MD in ``folder``."""
+    """Rigid-body states ``(frames, 7 n)`` float64 of the MD in ``folder`` and each frame's replica ``(frames,)``."""
     from bgflow_sci.energies.ice import rigid_state_from_atoms
     from bgflow_sci.workflows.md import read_md
 
-    return rigid_state_from_atoms(ice, read_md(folder)["positions"])
+    md = read_md(folder)
+    return rigid_state_from_atoms(ice, md["positions"]), md["replica"]
+
+
+def ordered_frames(ice, states, replica, max_angle: float | None) -> np.ndarray:
+    """Mask ``(frames,)`` of the frames of each chain before its first orientational defect: the first frame with
+    a molecule turned more than ``max_angle`` rad from its lattice orientation (up to the water's C2) and every
+    later frame of that chain are dropped.  The ordered crystal is metastable at 250 K (TIP4P-Ew ice XI
+    disorders), so the thermodynamic state of the benchmark is the ordered basin; None keeps every frame."""
+    if max_angle is None:
+        return np.ones(len(states), dtype=bool)
+    n = ice.n_molecules
+    worst = ice.molecule.orientation_angles(states[:, 3 * n :], ice.state[0, 3 * n :]).amax(1).numpy()
+    keep = np.zeros(len(states), dtype=bool)
+    for r in np.unique(replica):
+        idx = np.flatnonzero(replica == r)
+        bad = np.flatnonzero(worst[idx] > max_angle)
+        keep[idx[: bad[0] if len(bad) else len(idx)]] = True
+    return keep
 
 
 def potential_kj(ice, states, batch: int = 512):
@@ -90,19 +115,22 @@ def stage_mbar(ice, args, out: Path) -> dict:
 
     temps = sorted(args.temperatures)
     energies, counts, inefficiency = [], [], {}
+    kept = {}
     for t in temps:
-        cache = md_folder(out, t) / "rigid_potential_kjmol.npy"
-        states = load_states(ice, md_folder(out, t))
-        if cache.is_file() and len(np.load(cache)) == len(states):
-            u = np.load(cache)
-        else:
-            u = potential_kj(ice, states)
-            np.save(cache, u)
-        g = timeseries.statistical_inefficiency(u)
-        keep = timeseries.subsample_correlated_data(u, g=g)
-        inefficiency[t] = float(g)
-        energies.append(u[keep])
-        counts.append(len(keep))
+        states, u, replica = md_data(ice, t, out, high_replicas(args, t), kj=True)
+        ordered = ordered_frames(ice, states, replica, args.max_angle)
+        kept[t] = float(ordered.mean())
+        picked, gs = [], []
+        for r in np.unique(replica):  # decorrelate each chain on its own
+            u_r = u[(replica == r) & ordered]
+            if len(u_r) < 10:
+                continue
+            g = timeseries.statistical_inefficiency(u_r)
+            picked.append(u_r[timeseries.subsample_correlated_data(u_r, g=g)])
+            gs.append(float(g))
+        inefficiency[t] = float(np.mean(gs))
+        energies.append(np.concatenate(picked))
+        counts.append(len(energies[-1]))
     pooled = np.concatenate(energies)
     beta = np.array([1.0 / (MOLAR_GAS_CONSTANT * t) for t in temps])
     u_kn = torch.as_tensor(beta[:, None] * pooled[None, :])
@@ -116,6 +144,9 @@ def stage_mbar(ice, args, out: Path) -> dict:
         "temperatures_k": temps,
         "samples_per_temperature": counts,
         "statistical_inefficiency": inefficiency,
+        "ordered_fraction": kept,
+        "max_angle_rad": args.max_angle,
+        "high_replicas": args.high_replicas,
         "delta_f_total": float(-result.free_energy[-1]),
         "delta_f_total_error": float(result.error[-1]),
         "delta_f_per_molecule": float(-result.free_energy[-1] / n),
@@ -123,27 +154,37 @@ def stage_mbar(ice, args, out: Path) -> dict:
         "ti_delta_f_per_molecule": float(-ti[-1] / n),
         "definition": "f(low T) - f(high T), reduced (kT of each state), configurational, per molecule",
     }
-    (out / "mbar.json").write_text(json.dumps(record, indent=2))
+    (out / mbar_name(args)).write_text(json.dumps(record, indent=2))
     print(json.dumps(record, indent=2))
     return record
 
 
-def md_data(ice, temperature: float, out: Path):
-    """States of the MD at ``temperature`` and their reduced energies (kT; the energies cached by the mbar stage,
-    or computed)."""
+def mbar_name(args) -> str:
+    """``mbar.json``; ``mbar_x8_ord1.2.json`` for 8 chains at the high temperature cut at their first defect."""
+    suffix = (f"_x{args.high_replicas}" if args.high_replicas > 1 else "") + (
+        f"_ord{args.max_angle:g}" if args.max_angle is not None else ""
+    )
+    return f"mbar{suffix}.json"
+
+
+def md_data(ice, temperature: float, out: Path, replicas: int = 1, kj: bool = False):
+    """States ``(frames, 7 n)`` of the MD at ``temperature``, their energies (reduced, a tensor; or kJ/mol, an
+    array, with ``kj``; cached in the MD folder) and replica ids ``(frames,)``."""
     import torch
 
     from bgflow_sci.energies.openmm import MOLAR_GAS_CONSTANT
 
-    folder = md_folder(out, temperature)
-    states = load_states(ice, folder)
+    folder = md_folder(out, temperature, replicas)
+    states, replica = load_states(ice, folder)
     cache = folder / "rigid_potential_kjmol.npy"
     if cache.is_file() and len(np.load(cache)) == len(states):
         u = np.load(cache)
     else:
         u = potential_kj(ice, states)
         np.save(cache, u)
-    return states, torch.as_tensor(u / (MOLAR_GAS_CONSTANT * temperature))
+    if kj:
+        return states, u, replica
+    return states, torch.as_tensor(u / (MOLAR_GAS_CONSTANT * temperature)), replica
 
 
 def fep_summary(log_w, n_molecules: int, block_length: int = 100) -> dict:
@@ -191,15 +232,31 @@ def stage_flow(ice, args, out: Path) -> list[dict]:
     from bgflow_sci.training import FreeEnergyPerturbation, Trainer
 
     n = ice.n_molecules
-    states, u_high = md_data(ice, args.high, out)
-    half = min(args.train_frames, len(states) // 2)  # training frames first, then validation, then test
+    states, u_high, replica = md_data(ice, args.high, out, args.high_replicas)
+    ordered = ordered_frames(ice, states, replica, args.max_angle)
+    if args.max_angle is not None:
+        print(f"frames before each chain's first defect (> {args.max_angle} rad): {ordered.sum()} of {len(ordered)}")
+    states, u_high, replica = states[ordered], u_high[torch.as_tensor(ordered)], replica[ordered]
+    if args.high_replicas > 1:  # whole chains for training; validation and test from the other chains
+        in_train = replica < args.high_replicas // 2
+        index = np.concatenate([np.flatnonzero(in_train)[: args.train_frames], np.flatnonzero(~in_train)])
+        states, u_high = states[index], u_high[torch.as_tensor(index)]
+        half = min(args.train_frames, int(in_train.sum()))
+    else:  # one chain: training frames first, then validation, then test
+        half = min(args.train_frames, len(states) // 2)
     end_val = half + args.validation_frames
     train, u_train = states[:half], u_high[:half]
     val, u_val = states[half:end_val], u_high[half:end_val]
     test, u_test = states[end_val:], u_high[end_val:]
+    if args.augment:  # every lattice translation of every training frame (exact images: same atoms, same energy)
+        from bgflow_sci.energies import CrystalSymmetry
+
+        symmetry = CrystalSymmetry.find(ice.state, ice.box, ice.molecule)
+        train, u_train = symmetry.augment(train), u_train.repeat(len(symmetry))
+        print(f"training frames x {len(symmetry)} lattice translations = {len(train)}")
     # low-temperature MD: the first half trains the reverse term (--bidirectional), the second half gives the
     # reverse weights of the test (and with the forward test weights, BAR)
-    low_states, u_low = md_data(ice, args.low, out) if md_folder(out, args.low).is_dir() else (None, None)
+    low_states, u_low, _ = md_data(ice, args.low, out) if md_folder(out, args.low).is_dir() else (None,) * 3
     low_half = 0 if low_states is None else len(low_states) // 2
     torch.set_num_threads(args.threads)
     props = {"Threads": str(args.threads)}
@@ -214,6 +271,14 @@ def stage_flow(ice, args, out: Path) -> list[dict]:
         tag = f"steps{args.steps}_lr{args.lr:g}_train{half}_val{len(val)}_blocks{args.blocks}_batch{args.batch}"
         if args.bidirectional:
             tag += f"_bi{args.bidirectional:g}"
+        if args.augment:
+            tag += "_aug"
+        if args.high_replicas > 1:
+            tag += f"_x{args.high_replicas}"
+        if args.max_angle is not None:
+            tag += f"_ord{args.max_angle:g}"
+        if tuple(args.hidden) != (128, 128):
+            tag += "_h" + "x".join(map(str, args.hidden))
         run = out / f"flow_{tag}_seed{seed}"
         done = run / "result.json"
         if done.is_file() and json.loads(done.read_text())["steps"] == args.steps:
@@ -289,16 +354,18 @@ def stage_flow(ice, args, out: Path) -> list[dict]:
         "molecules": n,
         "temperatures_k": [args.high, args.low],
         "train_frames": int(half),
+        "augmented_train_frames": int(len(train)),
+        "test_frames": int(len(test)),
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "stage", "temperatures")},
         "identity_fep": baseline,
         "flows": records,
         "worst_seed": min(records, key=lambda r: r["ess"]) if records else None,
     }
-    mbar = out / "mbar.json"
+    mbar = out / mbar_name(args)
     if mbar.is_file():
         result["mbar"] = json.loads(mbar.read_text())
     if len(records) == len(args.seeds):
-        (out / "flow.json").write_text(json.dumps(result, indent=2))
+        (out / mbar_name(args).replace("mbar", "flow")).write_text(json.dumps(result, indent=2))
     return records
 
 
@@ -344,7 +411,16 @@ def main() -> None:
     parser.add_argument("--ns-high", type=float, default=1.0)
     parser.add_argument("--frame-ps", type=float, default=0.4)
     parser.add_argument("--md-seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads in all (md: shared by the replicas)")
+    parser.add_argument(
+        "--high-replicas", type=int, default=1, help="independent chains at --high (flow: half train, half test)"
+    )
+    parser.add_argument(
+        "--max-angle",
+        type=float,
+        default=None,
+        help="rad: cut each chain at its first frame with a molecule this far from its lattice orientation",
+    )
     parser.add_argument("--only", type=int, nargs="+", default=None, help="md stage: these temperatures (K, rounded)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -363,6 +439,11 @@ def main() -> None:
         type=float,
         default=0.0,
         help="weight of the reverse term (the first half of the --low MD mapped back to --high); 0: reverse KL only",
+    )
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="train on every lattice translation of the training frames (CrystalSymmetry: exact relabellings)",
     )
     args = parser.parse_args()
     args.temperatures = temperatures(args.low, args.high, args.n_temperatures)

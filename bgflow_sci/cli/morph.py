@@ -28,6 +28,8 @@ def _train(args: argparse.Namespace) -> int:
             args.context,
             args.kinds,
             args.out,
+            derive=args.derive,
+            feature_weight=args.feature_weight,
             tree=args.tree,
             overwrite=args.overwrite,
             cut=args.cut,
@@ -131,6 +133,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--kinds", nargs="*", default=[], help="preprocessing NAME=KIND: identity, log, logit[:lo:hi], spike"
     )
+    p.add_argument(
+        "--derive",
+        action="append",
+        default=[],
+        metavar="NAME=EXPR",
+        help="derived observable over --vars/--context added to the MMD constraint, e.g. "
+        "'mass=sqrt(2*pt1*pt2*(cosh(eta1-eta2)-cos(phi1-phi2)))' (repeatable; + - * / ** sqrt exp log sin cos tan "
+        "sinh cosh tanh abs atan2 hypot min max); apply writes NAME_corr, report --mass NAME recomputes it",
+    )
+    p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the derived observables in the MMD")
     p.add_argument("--out", default="morph_model.pt", help="model file to write (default morph_model.pt)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from <out>.ckpt")

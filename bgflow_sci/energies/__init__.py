@@ -12,11 +12,12 @@ from .muller_brown import MuellerBrown
 from .openmm import OpenMMEnergy
 from .particles import DW4, LJ13, DoubleWellParticles, LennardJonesCluster, PairwiseParticleEnergy
 from .phase_space import PhaseSpaceEnergy
-from .rigid import RigidBodyEnergy, RigidMolecule, tetrahedron, tip4p_ew_water
+from .rigid import CrystalSymmetry, RigidBodyEnergy, RigidMolecule, tetrahedron, tip4p_ew_water
 from .tetrahedra import TetrahedraInField, orientational_log_z
 
 __all__ = [
     "IceXI",
+    "CrystalSymmetry",
     "RigidBodyEnergy",
     "ice_xi",
     "tip4p_ew_ice",

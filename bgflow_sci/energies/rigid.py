@@ -75,6 +75,44 @@ class RigidMolecule:
         positions = x_mean.squeeze(2) - (rotation @ b_mean)
         return positions.reshape(atoms.shape[0], 3 * n), q.reshape(atoms.shape[0], 4 * n)
 
+    def symmetries(self, tolerance: float = 1e-6) -> Tensor:
+        """The molecule's proper point group as quaternions ``(k, 4)`` (canonical; row 0 the identity): rotations
+        ``g`` with ``R(g) b_a = b_π(a)`` for a permutation ``π`` of sites of one species (the name without trailing
+        digits: ``H1``, ``H2`` are one species).  Water: ``{1, C2 about the bisector}``; a tetrahedron of four
+        distinct vertices: the identity only.  Orientations ``q`` and ``q g`` give the same atoms up to relabelling
+        identical sites, hence the same energy."""
+        import itertools
+
+        species = [name.rstrip("0123456789") for name in self.names]
+        groups = [[i for i, s in enumerate(species) if s == name] for name in dict.fromkeys(species)]
+        if math.prod(math.factorial(len(g)) for g in groups) > 40320:
+            raise ValueError(f"too many equivalent sites in {self.names} to enumerate the point group")
+        found = [torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)]
+        for choice in itertools.product(*(itertools.permutations(g) for g in groups)):
+            order = list(range(self.n_sites))
+            for g, perm in zip(groups, choice):
+                for a, b in zip(g, perm):
+                    order[a] = b
+            target = self.body[order].reshape(1, -1)
+            r, q = self.from_atoms(target)
+            if float((self.to_atoms(r, q) - target).abs().max()) > tolerance or float(r.abs().max()) > tolerance:
+                continue
+            q = quat.canonical(q.reshape(4))
+            if all(float(abs(q @ f)) < 1 - tolerance for f in found):
+                found.append(q)
+        return torch.stack(found)
+
+    def orientation_angles(self, quaternions: Tensor, reference: Tensor) -> Tensor:
+        """Rotation angle ``(batch, n)`` in ``[0, π]`` rad of each body from its ``reference`` orientation
+        (``(4 n,)`` or ``(batch, 4 n)``), up to the molecule's point group: ``min_g 2 acos |q_i · (q_ref,i g)|``
+        over :meth:`symmetries` (a water turned by its C2 is at angle 0).  A crystal's librations stay well below
+        1 rad; a reoriented molecule (an orientational defect) is at ≳ 1.5 rad."""
+        group = self.symmetries().to(quaternions)
+        q = quaternions.reshape(quaternions.shape[0], -1, 1, 4)
+        ref = reference.reshape(-1, q.shape[1], 1, 4).to(quaternions)
+        images = quat.multiply(ref.expand(-1, -1, len(group), 4), group.expand(*ref.shape[:2], len(group), 4))
+        return quat.geodesic_angle(q, images).amin(-1)
+
     def _count(self, positions: Tensor, quaternions: Tensor) -> int:
         if positions.dim() != 2 or positions.shape[1] % 3:
             raise ValueError(f"positions must be (batch, n_molecules * 3), got {tuple(positions.shape)}")
@@ -135,3 +173,85 @@ class RigidBodyEnergy(Energy):
         q = torch.where(zero[..., None], q.new_tensor([1.0, 0.0, 0.0, 0.0]), q)
         u = self.atom_energy.energy(self.molecule.to_atoms(x[:, : 3 * n], q.reshape(len(x), 4 * n)))
         return torch.where(zero.any(-1), torch.full_like(u, torch.nan), u)
+
+
+class CrystalSymmetry:
+    """Lattice translations of a crystal of identical rigid bodies, as relabellings of its bodies.
+
+    ``shifts`` ``(k, 3)`` nm: the translations ``t``; ``permutations`` ``(k, n)``: ``t`` takes body ``i`` to site
+    ``σ(i)``; ``rotations`` ``(k, n, 4)``:
+    the body-frame point-group element ``g_i`` (:meth:`RigidMolecule.symmetries`) with
+    ``q_σ(i) = ±q_i g_i`` for the reference orientations.  Applying translation ``k`` to a state moves body ``i``
+    to slot ``σ(i)`` with orientation ``q_i g_i`` and its position unchanged: the image is the translated state
+    shifted back by ``-t`` as a whole (removed by flows that read positions relative to body 0), the atoms are the
+    very same up to relabelling identical atoms and molecules, and the energy is exactly unchanged (translating
+    instead would change a PME energy by its grid error, ~1e-6 relative); for samples of the ordered crystal
+    (every site librating about its own orientation) the image is again such a sample.  Row 0 is the identity.
+    Built by :meth:`find`.
+    """
+
+    def __init__(self, shifts: Tensor, permutations: Tensor, rotations: Tensor):
+        self.shifts, self.permutations, self.rotations = shifts, permutations, rotations
+        self.n_bodies = permutations.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.permutations)
+
+    @classmethod
+    def find(
+        cls,
+        crystal: Tensor,
+        box: Sequence[float] | Tensor,
+        molecule: RigidMolecule | None = None,
+        tolerance: float = 1e-4,
+    ) -> CrystalSymmetry:
+        """Every translation ``t = r_j - r_0`` that maps the reference state ``crystal`` ``(7 n,)`` or
+        ``(1, 7 n)`` (site positions nm, orientations) onto itself in the periodic orthorhombic ``box`` ``(3,)`` nm:
+        each body lands on a site within ``tolerance`` nm whose orientation is the same up to ``molecule``'s point
+        group (``None``: the identity only) within ``tolerance`` in ``|<q, q'>|``."""
+        x = torch.as_tensor(crystal, dtype=torch.float64).reshape(-1)
+        n = len(x) // 7
+        if len(x) != 7 * n or n < 1:
+            shape = tuple(torch.as_tensor(crystal).shape)
+            raise ValueError(f"crystal must be one rigid-body state (7 n,), got {shape}")
+        box = torch.as_tensor(box, dtype=torch.float64).reshape(-1)
+        if box.shape != (3,) or not bool((box > 0).all()):
+            raise ValueError(f"box must be three positive edge lengths (nm), got {box.tolist()}")
+        r, q = x[: 3 * n].reshape(n, 3), quat.normalize(x[3 * n :].reshape(n, 4))
+        group = molecule.symmetries() if molecule is not None else torch.tensor([[1.0, 0.0, 0.0, 0.0]]).double()
+        # overlap[i, j, g] = |<q_i g, q_j>|: site j holds body i's rotation composed with g
+        qg = quat.multiply(q[:, None, :].expand(n, len(group), 4), group[None].expand(n, len(group), 4))
+        overlap = torch.einsum("igc,jc->ijg", qg, q).abs()
+        shifts, perms, rots = [], [], []
+        for j in range(n):
+            d = (r + (r[j] - r[0]))[:, None, :] - r[None, :, :]
+            d = d - box * torch.round(d / box)
+            hit = torch.linalg.vector_norm(d, dim=-1) < tolerance  # (n, n)
+            if not bool((hit.sum(1) == 1).all()):
+                continue
+            sigma = hit.double().argmax(1)
+            best = overlap[torch.arange(n), sigma].max(-1)  # the group element that matches, per body
+            if len(set(sigma.tolist())) == n and bool((best.values > 1 - tolerance).all()):
+                shifts.append(r[j] - r[0])
+                perms.append(sigma)
+                rots.append(group[best.indices])
+        return cls(torch.stack(shifts), torch.stack(perms), torch.stack(rots))
+
+    def apply(self, states: Tensor, index: int | Tensor) -> Tensor:
+        """States ``(batch, 7 n)`` under translation ``index`` (an int, or ``(batch,)``: one per state)."""
+        n = self.n_bodies
+        if states.dim() != 2 or states.shape[1] != 7 * n:
+            raise ValueError(f"rigid-body states must be (batch, {7 * n}), got {tuple(states.shape)}")
+        index = torch.as_tensor(index, dtype=torch.long).expand(len(states))
+        perm = self.permutations[index].to(states.device)
+        g = self.rotations[index].to(states)
+        r = states[:, : 3 * n].reshape(len(states), n, 3)
+        q = quat.multiply(states[:, 3 * n :].reshape(len(states), n, 4), g)
+        inverse = perm.argsort(-1)[..., None]  # new body j is old body inverse[j]
+        r = torch.gather(r, 1, inverse.expand(-1, -1, 3))
+        q = torch.gather(q, 1, inverse.expand(-1, -1, 4))
+        return torch.cat([r.reshape(len(states), -1), q.reshape(len(states), -1)], dim=1)
+
+    def augment(self, states: Tensor) -> Tensor:
+        """All images ``(len(self) * batch, 7 n)``: translation 0 (the states themselves) first, then the others."""
+        return torch.cat([self.apply(states, k) for k in range(len(self))])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .expressions import Expression, parse_derived
 from .metrics import (
     classifier_auc,
     compare,
@@ -51,6 +52,8 @@ _LAZY = {
 
 __all__ = [
     "CORRECTED",
+    "Expression",
+    "parse_derived",
     "ClassifierReweighter",
     "ConditionalDensityFlow",
     "FeatureFn",

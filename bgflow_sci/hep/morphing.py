@@ -82,6 +82,9 @@ class MorphingFlow(VariableModel):
         kinds, context_kinds: :class:`PhysicsPreprocessor` kinds per column (default ``"identity"``).
         transformer: ``"affine"`` (masked autoregressive affine chain, as in the paper) or ``"spline"``.
         n_layers, hidden, n_bins, bound, scale_bound, seed: see :func:`conditional_autoregressive_flow`.
+        derived: derived observables ``{NAME: EXPR}`` over ``names`` and ``context_names``
+            (:mod:`bgflow_sci.hep.expressions`, e.g. a dimuon mass), stored in the model: :func:`fit_morphing` adds
+            them to the MMD constraint and :meth:`derive` recomputes them from corrected variables.
 
     The flow runs in IAF mode, so morphing is one pass.  ``model(y, c)`` works in preprocessed coordinates and
     returns ``(y', log|det ∂y'/∂y|)``; :meth:`morph` works on physical values.
@@ -100,9 +103,26 @@ class MorphingFlow(VariableModel):
         bound: float = 5.0,
         scale_bound: float = 3.0,
         seed: int = 0,
+        derived: Mapping[str, str] | Sequence[str] | None = None,
     ):
+        from .expressions import parse_derived
+
         super().__init__(names, context_names, kinds, context_kinds)
         self.flow = self._build_flow("iaf", transformer, n_layers, hidden, n_bins, bound, scale_bound, seed)
+        self.derived = parse_derived(derived, self.names + self.context_names)
+        self._config["derived"] = {k: e.text for k, e in self.derived.items()}
+
+    def derive(self, values: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The derived observables ``{NAME: (n,) float64}`` of physical ``values`` ``{name: (n,)}`` (the model's
+        variables and context, corrected or not)."""
+        with torch.no_grad():
+            return {k: e(values).double().cpu().numpy() for k, e in self.derived.items()}
+
+    def feature_fn(self) -> FeatureFn | None:
+        """The derived observables as the MDMM constraint's ``F(x, c)`` (``None`` without derived observables)."""
+        from .expressions import derived_feature_fn
+
+        return derived_feature_fn(self.derived, self.names, self.context_names) if self.derived else None
 
     def config(self) -> dict[str, Any]:  # noqa: D102
         return dict(self._config)
@@ -378,6 +398,8 @@ def fit_morphing(
     existing checkpoint the run continues from it and ends with the parameters of an uninterrupted run.
     """
     torch.manual_seed(seed)
+    if mmd_features is None:  # the model's own derived observables (MorphingFlow(derived=...)), if any
+        mmd_features = model.feature_fn()
     objective = MorphingObjective(
         model, mc, data, mc_context, data_context, mc_weights, data_weights, batch_size, scales, epsilon, seed=seed,
         mmd_features=mmd_features, feature_weight=feature_weight,

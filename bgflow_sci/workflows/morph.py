@@ -103,6 +103,8 @@ def train_morphing(
     kinds: Sequence[str] = (),
     out: str | Path = "morph_model.pt",
     *,
+    derive: Sequence[str] = (),
+    feature_weight: float = 1.0,
     tree: str | None = None,
     overwrite: bool = False,
     cut: str | None = None,
@@ -123,7 +125,9 @@ def train_morphing(
 ) -> dict[str, Any]:
     """Read MC and data, fit a MorphingFlow by MDMM, save it to ``out``; returns a summary dict.
 
-    ``kinds``: ``NAME=KIND`` preprocessing specs (:func:`parse_kinds`). With ``checkpoint_every`` the trainer
+    ``kinds``: ``NAME=KIND`` preprocessing specs (:func:`parse_kinds`).  ``derive``: ``NAME=EXPR`` derived
+    observables over ``vars`` and ``context`` (:mod:`bgflow_sci.hep.expressions`), added to the MMD constraint
+    (scaled by ``feature_weight``) and stored in the model.  With ``checkpoint_every`` the trainer
     state goes to ``<out>.ckpt`` every that many steps; ``resume`` continues from it (``overwrite`` is implied for
     ``out``) and gives the parameters of an uninterrupted run.
     """
@@ -160,6 +164,7 @@ def train_morphing(
         transformer=transformer,
         n_layers=layers,
         seed=seed,
+        derived=list(derive or []),
     )
     n_min = min(len(w_mc), len(w_data))
     batch = min(batch_size, max(n_min // 2, 2))
@@ -176,6 +181,7 @@ def train_morphing(
         progress=progress,
         seed=seed,
         n_eval_batches=eval_batches,
+        feature_weight=feature_weight,
         checkpoint_path=checkpoint if checkpoint_every else None,
         checkpoint_every=checkpoint_every,
         resume=resume,
@@ -189,6 +195,7 @@ def train_morphing(
         "variables": names,
         "context": context,
         "kinds": {n: kinds.get(n, "identity") for n in names + context},
+        "derived": {k: e.text for k, e in model.derived.items()},
         "events_mc": int(len(w_mc)),
         "events_data": int(len(w_data)),
         "batch_size": batch,
@@ -235,17 +242,22 @@ def apply_morphing(
 
     needed = flow.names + flow.context_names
     chunks: list[dict[str, np.ndarray]] = []
+    derived_chunks: list[dict[str, np.ndarray]] = []
     for i, (arrays, _) in enumerate(
         iterate_tree(in_path, tree, needed, step_size=step_size, library="np", progress=progress)
     ):
-        chunks.append(flow.morph(arrays, batch_size=batch_size, seed=seed + i))
+        morphed = flow.morph(arrays, batch_size=batch_size, seed=seed + i)
+        chunks.append(morphed)
+        if flow.derived:  # derived observables recomputed from the corrected variables (context as it is)
+            derived_chunks.append(flow.derive({**arrays, **morphed}))
     corrected = {n: np.concatenate([c[n] for c in chunks]) for n in flow.names}
-    write_corrected(in_path, out, tree, corrected, overwrite=overwrite, progress=progress)
+    extra = {k + "_corr": np.concatenate([c[k] for c in derived_chunks]) for k in flow.derived}
+    write_corrected(in_path, out, tree, corrected, overwrite=overwrite, progress=progress, extra=extra or None)
     return {
         "out": str(out),
         "tree": tree,
         "events": int(len(corrected[flow.names[0]])),
-        "branches": [n + "_corr" for n in flow.names],
+        "branches": [n + "_corr" for n in flow.names] + list(extra),
     }
 
 
@@ -303,7 +315,8 @@ def morph_report(
         raise ValueError(f"--out {str(out)!r} is a file; give a folder for the report")
 
     features = names + context
-    extra = [mass] if mass and mass not in features else []
+    derived = flow.derived if model else {}
+    extra = [mass] if mass and mass not in features and mass not in derived else []
     d, w_data = read_tree(data_path, data_tree, features + extra, cut=cut, weight_branch=data_weight, library="np")
     corr_names = [n + "_corr" for n in names]
     try:
@@ -356,7 +369,13 @@ def morph_report(
         ),
     ]
     if mass:
-        m_corr = mc[mass + "_corr"] if mass in names else mc[mass]
+        if mass in derived:  # a derived observable: recomputed for every sample from its own variables
+            expr = derived[mass]
+            d[mass] = expr(d).double().numpy()
+            m_corr = expr({**mc, **{n: mc[n + "_corr"] for n in names}}).double().numpy()
+            mc[mass] = expr(mc).double().numpy()
+        else:
+            m_corr = mc[mass + "_corr"] if mass in names else mc[mass]
         lo, hi = mass_range if mass_range else np.nanquantile(d[mass], [0.001, 0.999])
         plots.append(
             plot_mass(

@@ -145,3 +145,43 @@ def test_bad_states_are_rejected_or_infinite(ice16):
         tip4p_ew_ice(cutoff_nm=0.5)
     with pytest.raises(ValueError, match="cells"):
         ice_xi((0, 1, 1))
+
+
+@pytest.mark.parametrize("cells,count", [((2, 1, 1), 4), ((4, 2, 2), 32)])
+def test_lattice_translations_map_the_ordered_crystal_onto_itself_and_keep_energies(cells, count):
+    from bgflow_sci.energies import CrystalSymmetry
+
+    ice = tip4p_ew_ice(cells)
+    n = ice.n_molecules
+    sym = CrystalSymmetry.find(ice.state, ice.box, ice.molecule)
+    # Cmc2₁ is C-centred: 2 lattice points per orthorhombic cell, protons included
+    assert len(sym) == count == 2 * int(np.prod(cells))
+    assert torch.equal(sym.permutations[0], torch.arange(n))
+    box = torch.as_tensor(ice.box)
+    for k in range(len(sym)):
+        y = sym.apply(ice.state, k)
+        d = (y[:, : 3 * n] - ice.state[:, : 3 * n]).reshape(n, 3) + sym.shifts[k]  # the crystal moved by -t
+        assert (d - box * torch.round(d / box)).abs().max() < 1e-9
+        overlap = (y[:, 3 * n :].reshape(n, 4) * ice.state[:, 3 * n :].reshape(n, 4)).sum(-1).abs()
+        assert (overlap - 1).abs().max() < 1e-9
+    if n == 16:  # energies of perturbed states are invariant (OpenMM on the relabelled atoms)
+        x = _perturbed(ice, 3)
+        energy = ice.energy(250.0)
+        u = energy.energy(x)
+        images = sym.augment(x)
+        assert images.shape == (len(sym) * 3, 7 * n)
+        # OpenMM's CPU platform sums in mixed precision, and relabelling atoms reorders the sums: ~1e-8 relative;
+        # a wrong image moves the energy by kT or more
+        torch.testing.assert_close(energy.energy(images), u.repeat(len(sym)), rtol=1e-6, atol=1e-6)
+
+
+def test_a_translation_that_breaks_the_proton_order_is_not_a_symmetry():
+    from bgflow_sci.energies import CrystalSymmetry
+
+    ice = tip4p_ew_ice((2, 1, 1))
+    # without the water's C2 (H1 <-> H2) the a-translation does not match two molecules' labels
+    assert len(CrystalSymmetry.find(ice.state, ice.box, molecule=None)) < 4
+    flipped = ice.state.clone()
+    n = ice.n_molecules
+    flipped[0, 3 * n : 3 * n + 4] = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)  # one molecule turned
+    assert len(CrystalSymmetry.find(flipped, ice.box, ice.molecule)) < 4

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,10 @@ def test_dead_worker_raises_and_closes(vacuum):
     energy = OpenMMEnergy(system, T, n_workers=2, timeout=30.0)
     pids = energy.worker_pids
     os.kill(pids[1], signal.SIGKILL)
+    deadline = time.monotonic() + 20.0  # the pool notices the death asynchronously: wait for it (a loaded machine
+    while pids[1] in _alive(pids) and time.monotonic() < deadline:  # could otherwise run every chunk on worker 0)
+        time.sleep(0.05)
+    time.sleep(0.5)
     with pytest.raises(RuntimeError, match="worker process died"):
         energy.energy(perturbed(positions, 4))
     assert energy.closed and not _alive(pids)

@@ -79,3 +79,36 @@ def test_bad_input():
         RigidMolecule(["A", "B"], [[0, 0, 0], [1, 0, 0]])
     with pytest.raises(ValueError, match=r"n_molecules \* 4 \* 3"):
         water.from_atoms(torch.zeros(2, 13))
+
+
+def test_point_groups_of_rigid_molecules():
+    from bgflow_sci import quaternions as quat
+    from bgflow_sci.energies import RigidMolecule
+
+    water = tip4p_ew_water().symmetries()
+    assert water.shape == (2, 4)  # identity and C2 about the bisector (body x)
+    torch.testing.assert_close(water[1].abs(), torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64))
+    assert len(tetrahedron().symmetries()) == 1  # four distinct vertex names
+    same = RigidMolecule(["C1", "C2", "C3", "C4"], tetrahedron().body)
+    group = same.symmetries()
+    assert len(group) == 12  # the proper tetrahedral group T
+    for g in group:  # each maps the body onto itself
+        moved = quat.rotate(g.expand(4, 4), same.body)
+        assert torch.cdist(moved, same.body).min(1).values.max() < 1e-9
+
+
+def test_orientation_angles_are_modulo_the_point_group():
+    from bgflow_sci import quaternions as quat
+
+    water = tip4p_ew_water()
+    torch.manual_seed(0)
+    reference = quat.random_unit(3, dtype=torch.float64)
+    axis = torch.nn.functional.normalize(torch.randn(3, 3, dtype=torch.float64), dim=-1)
+    angle = torch.tensor([0.0, 0.4, 1.3], dtype=torch.float64)
+    turn = torch.cat([torch.cos(angle / 2)[:, None], torch.sin(angle / 2)[:, None] * axis], dim=-1)
+    turned = quat.multiply(reference, turn)
+    got = water.orientation_angles(turned.reshape(1, 12), reference.reshape(12))
+    torch.testing.assert_close(got[0], angle, atol=1e-7, rtol=0)
+    c2 = water.symmetries()[1]  # the C2 image (H1 <-> H2) and the sign flip are at angle 0
+    flipped = -quat.multiply(reference, c2.expand(3, 4))
+    assert float(water.orientation_angles(flipped.reshape(1, 12), reference.reshape(12)).max()) < 1e-6
