@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,8 +148,14 @@ def test_train_and_report_bad_input(trained, tmp_path):
               str(tmp_path / "r")])  # fmt: skip
 
 
-def test_morph_train_resumes_after_sigkill(tmp_path):
-    """``morph train`` killed mid-run and ``--resume``d ends with the parameters of an uninterrupted run."""
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--validation", "0.3", "--validate-every", "30", "--derive", "m=r9_1 * pt_1"]],
+    ids=["plain", "validation"],
+)
+def test_morph_train_resumes_after_sigkill(tmp_path, extra):
+    """``morph train`` killed mid-run and ``--resume``d ends with the parameters of an uninterrupted run (with
+    validation-based model selection too: the best step and its parameters survive the kill)."""
     import subprocess
     import sys
 
@@ -164,7 +171,7 @@ def test_morph_train_resumes_after_sigkill(tmp_path):
         return ["morph", "train", "--mc", f"{data}:mc", "--data", f"{data}:data", "--vars", *VARS, "--context",
                 *CONTEXT, "--kinds", "r9_1=logit", "sieie_1=log", "iso_1=spike", "pt_1=log", "--steps", "400",
                 "--batch-size", "128", "--layers", "2", "--eval-batches", "2", "--checkpoint-every", "20",
-                "--out", str(out), "--no-progress", "--threads", "1"]  # fmt: skip
+                "--out", str(out), "--no-progress", "--threads", "1", *extra]  # fmt: skip
 
     assert _run(args(tmp_path / "full.pt")[1:]) == 0
     cmd = [sys.executable, "-m", "bgflow_sci.cli", *args(tmp_path / "killed.pt")]
@@ -172,7 +179,10 @@ def test_morph_train_resumes_after_sigkill(tmp_path):
     assert 40 <= step < 400 and not (tmp_path / "killed.pt").exists()
     proc = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout)["resumed"] is True
+    resumed = json.loads(proc.stdout)
+    assert resumed["resumed"] is True
+    if extra:
+        assert resumed["best_step"][0] is not None and resumed["best_step"][0] % 30 in (0, 400 % 30)
     a = load_checkpoint(tmp_path / "full.pt", "variable_model")["state_dict"]
     b = load_checkpoint(tmp_path / "killed.pt", "variable_model")["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -210,3 +220,131 @@ def test_derived_observable_is_constrained_written_and_reported(tmp_path, capsys
         [*argv, "--no-auc", "--mmd-events", "200", "--permutations", "10", "--out", str(report), "--no-progress"]
     )
     assert code == 0 and (report / "mass.png").stat().st_size > 0
+
+
+def test_holdout_ensemble_floor_and_uncertainties(tmp_path, capsys):
+    """``--holdout`` keeps entries out of training and the report uses exactly them; ``--ensemble`` writes the member
+    mean as ``_corr`` and the spread as ``_corr_unc`` (derived observables included); the data-vs-data floor row is
+    reported and a sample already within it is warned about."""
+    from bgflow_sci.hep.ensemble import MorphingEnsemble, load_morphing
+    from bgflow_sci.hep.splits import holdout_mask
+
+    train = write_root(tmp_path / "train.root", 900, 1000, seed=0)
+    model = tmp_path / "ens.pt"
+    expr = "r9_1 * pt_1"
+    code = _run(
+        ["train", "--mc", f"{train}:mc", "--data", f"{train}:data", "--vars", *VARS, "--context", *CONTEXT,
+         "--derive", f"m={expr}", "--holdout", "0.3", "--ensemble", "2", "--steps", "10", "--batch-size", "128",
+         "--layers", "2", "--eval-batches", "2", "--out", str(model), "--no-progress", "--threads", "1"]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    held_mc, held_data = holdout_mask(0, 900, 0.3, 0), holdout_mask(0, 1000, 0.3, 0)
+    assert summary["ensemble"] == 2 and summary["events_mc"] == int((~held_mc).sum())
+    assert summary["events_data"] == int((~held_data).sum())
+    assert summary["holdout"]["mc"]["entries"] == 900 and summary["holdout"]["data"]["entries"] == 1000
+    assert not any(tmp_path.glob("ens.pt.member*"))  # partial members are cleaned up
+    ens = load_morphing(model)
+    assert isinstance(ens, MorphingEnsemble) and len(ens) == 2 and ens.holdout["fraction"] == 0.3
+    a, b = ens.members[0].state_dict(), ens.members[1].state_dict()
+    assert any(not torch_equal(a[k], b[k]) for k in a)  # different seeds and resamples
+
+    out = tmp_path / "corrected.root"
+    assert _run(["apply", str(model), "--in", f"{train}:mc", "--out", str(out), "--seed", "2", "--no-progress"]) == 0
+    branches = json.loads(capsys.readouterr().out)["branches"]
+    assert set(branches) == {*(v + "_corr" for v in VARS), "m_corr", *(v + "_corr_unc" for v in VARS), "m_corr_unc"}
+    got, _ = read_tree(out, "mc", VARS + CONTEXT + branches, library="np")
+    members = ens.morph_members({k: got[k] for k in VARS + CONTEXT}, seed=2)
+    for v in VARS:
+        stack = np.stack([m[v] for m in members])
+        np.testing.assert_allclose(got[v + "_corr"], stack.mean(0), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(got[v + "_corr_unc"], stack.std(0, ddof=1), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(got["m_corr"], got["r9_1_corr"] * got["pt_1"], rtol=1e-6)
+    m_members = np.stack([m["r9_1"] * got["pt_1"] for m in members])
+    np.testing.assert_allclose(got["m_corr_unc"], m_members.std(0, ddof=1), rtol=1e-5, atol=1e-9)
+
+    report = tmp_path / "report"
+    argv = ["report", "--data", f"{train}:data", "--corrected", f"{out}:mc", "--model", str(model), "--mass", "m",
+            "--no-auc", "--mmd-events", "200", "--permutations", "10", "--no-progress"]  # fmt: skip
+    assert _run([*argv, "--out", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "data vs data (floor)" in printed and "m: W1 to data" in printed
+    result = json.loads((report / "report.json").read_text())
+    assert result["events"]["data"]["part"] == "holdout" and result["events"]["corrected"]["part"] == "holdout"
+    assert result["events_data"] == int(held_data.sum()) and result["events_mc"] == int(held_mc.sum())
+    assert set(result["metrics"]) == {"MC", "corrected MC", "data vs data (floor)"} and result["ensemble"] == 2
+    assert set(result["uncorrected_within_floor"]["w1"]) == set(VARS + CONTEXT)
+    assert set(result["mass"]["w1"]) == {"MC", "corrected MC", "data vs data (floor)"}
+    # an independent file is used whole; --events holdout on it is refused
+    other = write_root(tmp_path / "other.root", 500, 400, seed=4)
+    assert _run([*argv[:2], f"{other}:data", *argv[3:], "--out", str(tmp_path / "r2")]) == 0
+    capsys.readouterr()
+    result = json.loads((tmp_path / "r2" / "report.json").read_text())
+    assert result["events"]["data"]["part"] == "all" and result["events_data"] == 400
+    with pytest.raises(SystemExit, match="has 400 entries.*had 1000"):
+        _run([*argv[:2], f"{other}:data", *argv[3:], "--events", "holdout", "--out", str(tmp_path / "r3")])
+
+    # data against itself is within the floor on every metric: the report says the correction is not supported
+    same = tmp_path / "data_corr.root"
+    assert _run(["apply", str(model), "--in", f"{train}:data", "--out", str(same), "--no-progress"]) == 0
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match="within the data-vs-data floor"):
+        assert _run(["report", "--data", f"{train}:data", "--corrected", f"{same}:data", "--vars", *VARS,
+                     "--context", *CONTEXT, "--no-auc", "--mmd-events", "200", "--permutations", "10",
+                     "--out", str(tmp_path / "r4"), "--no-progress"]) == 0  # fmt: skip
+    assert "warning: uncorrected MC is already within" in capsys.readouterr().out
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_real_example_files_event_key_split_and_many_inputs(tmp_path, capsys):
+    """``morph example`` writes the CMS-data closure pair (truth kept, distortion as documented); ``--holdout-key``
+    keeps every row of one physical event on one side; ``morph apply`` over a glob gives one output per input,
+    equal to the single-file command."""
+    from bgflow_sci.hep.examples import closure_distortion
+    from bgflow_sci.hep.splits import held_out
+
+    ex = tmp_path / "closure"
+    assert _run(["example", "zmumu-closure", "--out", str(ex)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["events_mc"] + info["events_data"] == 2004  # CMS Z->mumu rows in the fiducial region
+    mc, _ = read_tree(ex / "mc.root", "events", ["pt1", "eta1", "pt2", "eta2", "pt1_true", "pt2_true", "event_id"],
+                      library="np")  # fmt: skip
+    data, _ = read_tree(ex / "data.root", "events", ["event_id"], library="np")
+    assert not set(mc["event_id"]) & set(data["event_id"])  # halves split by physical event
+    p1, p2 = closure_distortion(mc["pt1_true"], mc["eta1"], mc["pt2_true"], mc["eta2"])
+    np.testing.assert_allclose(mc["pt1"], p1) and np.testing.assert_allclose(mc["pt2"], p2)
+    with pytest.raises(SystemExit, match="exist"):
+        _run(["example", "zmumu-closure", "--out", str(ex)])
+
+    model = tmp_path / "m.pt"
+    assert _run(["train", "--mc", f"{ex}/mc.root:events", "--data", f"{ex}/data.root:events", "--vars", "pt1",
+                 "pt2", "--context", "eta1", "eta2", "--holdout", "0.4", "--holdout-key", "event_id", "--validation",
+                 "0.25", "--steps", "20", "--batch-size", "128", "--layers", "2", "--eval-batches", "2",
+                 "--out", str(model), "--no-progress", "--threads", "1"]) == 0  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    held = held_out(mc["event_id"], 0.4, 0)
+    assert summary["events_mc"] + summary["events_validation"]["mc"] == int((~held).sum())
+    assert summary["holdout"]["key"] == "event_id" and summary["best_step"][0] in range(0, 21)
+    with pytest.raises(SystemExit, match="holdout keys must be integers"):
+        _run(["train", "--mc", f"{ex}/mc.root:events", "--data", f"{ex}/data.root:events", "--vars", "pt1",
+              "--holdout", "0.4", "--holdout-key", "eta1", "--out", str(tmp_path / "x.pt")])  # fmt: skip
+
+    # several inputs (a glob): one output each, equal to the single-file path; workers=0 runs without Dask
+    single = tmp_path / "single.root"
+    assert _run(["apply", str(model), "--in", f"{ex}/mc.root:events", "--out", str(single), "--no-progress"]) == 0
+    capsys.readouterr()
+    outdir = tmp_path / "many"
+    code = _run(["apply", str(model), "--in", f"{ex}/*.root:events", "--out", f"{outdir}/", "--workers", "0",
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [Path(o["out"]).name for o in result["outputs"]] == ["data_corr.root", "mc_corr.root"]
+    a, _ = read_tree(single, "events", ["pt1_corr", "pt2_corr"], library="np")
+    b, _ = read_tree(outdir / "mc_corr.root", "events", ["pt1_corr", "pt2_corr"], library="np")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
