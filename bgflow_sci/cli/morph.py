@@ -261,8 +261,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.set_defaults(func=_apply)
 
     p = sub.add_parser("report", help="metrics (W1, correlations, AUC, MMD) and plots: data vs MC vs corrected MC")
-    p.add_argument("--data", required=True, help="data ROOT file (FILE:TREE or FILE with --tree)")
-    p.add_argument("--corrected", required=True, help="output of `morph apply` (FILE:TREE or FILE with --tree)")
+    p.add_argument(
+        "--data", nargs="+", required=True, help="data ROOT file(s) (FILE:TREE or FILE with --tree; globs allowed)"
+    )
+    p.add_argument(
+        "--corrected", nargs="+", required=True, help="output(s) of `morph apply` (FILE:TREE; several or a glob)"
+    )
     p.add_argument("--model", default=None, help="model file: takes --vars/--context from it")
     p.add_argument("--vars", nargs="+", default=None, help="corrected variables (read <var> and <var>_corr)")
     p.add_argument("--context", nargs="*", default=None, help="kinematic variables included in the metrics")

@@ -428,8 +428,8 @@ def _table(arrays: dict[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
 
 
 def morph_report(
-    data: str,
-    corrected: str,
+    data: str | Sequence[str],
+    corrected: str | Sequence[str],
     *,
     model: str | Path | None = None,
     vars: Sequence[str] | None = None,
@@ -454,10 +454,12 @@ def morph_report(
 ) -> dict[str, Any]:
     """Metrics and plots of data vs MC vs corrected MC into the folder ``out`` (``report.json``, PNGs).
 
-    ``events``: which events enter -- ``"holdout"``: the entries the model's ``--holdout`` split kept out of
-    training (refused if the model has none or a file's entry count differs from the recorded one); ``"all"``:
-    every selected event; ``"auto"`` (default): held-out entries of each file that matches the recorded training
-    file (same number of entries), all events of any other file (independent of the training).  A report on the
+    ``data``/``corrected``: ``FILE:TREE`` specs, one or several (globs allowed): the statistics are over all of
+    them (only the needed branches are read).  ``events``: which events enter -- ``"holdout"``: the entries the
+    model's ``--holdout`` split kept out of training (refused if the model has none or a file's entry count
+    differs from the recorded one); ``"all"``: every selected event; ``"auto"`` (default): held-out entries of
+    each file that matches the recorded training file (same number of entries), all events of any other file
+    (independent of the training).  A report on the
     training events themselves warns.  ``floor``: adds the row ``data vs data (floor)``, the metrics of one half of
     the data against the other half (each half half the size of the data sample, so a conservative floor), flags
     every metric of uncorrected MC that is already within it, and warns when all are.  ``mass``: a branch or a
@@ -476,8 +478,10 @@ def morph_report(
     _set_threads(threads)
     if events not in ("auto", "holdout", "all"):
         raise ValueError(f"--events must be auto, holdout or all, got {events!r}")
-    data_path, data_tree = parse_file_tree(data, tree, "--data")
-    corr_path, corr_tree = parse_file_tree(corrected, tree, "--corrected")
+    from .morph_many import expand_inputs
+
+    data_files = expand_inputs([data] if isinstance(data, str) else list(data), tree)
+    corr_files = expand_inputs([corrected] if isinstance(corrected, str) else list(corrected), tree)
     names, context, flow = vars, context, None
     if model:
         flow = load_morphing_model(model)
@@ -494,25 +498,19 @@ def morph_report(
     derived = flow.derived if flow is not None else {}
     extra = [mass] if mass and mass not in features and mass not in derived else []
     split = flow.holdout if flow is not None else None
-    held_split = split if split and split.get("fraction", 0) > 0 else None
-    parts = {
-        "data": _report_part(events, split, "data", data_path, data_tree, model),
-        "corrected": _report_part(events, split, "mc", corr_path, corr_tree, model),
-    }
-    read_part = {p: ("holdout" if p == "holdout" else "all") for p in parts.values()}
-    d, w_data, d_info = read_split(
-        data_path, data_tree, features + extra, cut, data_weight, held_split, read_part[parts["data"]]
-    )
     corr_names = [n + "_corr" for n in names]
+    d, w_data, d_info = _read_sample(
+        data_files, "data", features + extra, cut, data_weight, split, events, model
+    )  # fmt: skip
     try:
-        mc, w_mc, mc_info = read_split(
-            corr_path, corr_tree, features + corr_names + extra, cut, mc_weight, held_split,
-            read_part[parts["corrected"]],
+        mc, w_mc, mc_info = _read_sample(
+            corr_files, "mc", features + corr_names + extra, cut, mc_weight, split, events, model
         )  # fmt: skip
     except ValueError as err:
         if any(f"branch {c!r} not found" in str(err) for c in corr_names):
             raise ValueError(f"{err} (is --corrected an output of `bgflow-sci morph apply`?)") from err
         raise
+    parts = {"data": d_info["part"], "corrected": mc_info["part"]}
     x_data = _table(d, features)
     x_mc = _table(mc, features)
     corr_values = {**mc, **{n: mc[n + "_corr"] for n in names}}
@@ -609,10 +607,10 @@ def morph_report(
         else None,
     }
     summary = {
-        "data": f"{data_path}:{data_tree}",
-        "corrected": f"{corr_path}:{corr_tree}",
+        "data": ", ".join(f"{f}:{t}" for f, t in data_files),
+        "corrected": ", ".join(f"{f}:{t}" for f, t in corr_files),
         "cut": cut,
-        "events": {"data": {**d_info, "part": parts["data"]}, "corrected": {**mc_info, "part": parts["corrected"]}},
+        "events": {"data": d_info, "corrected": mc_info},
         "variables": names,
         "context": context,
         "features": features,
@@ -632,6 +630,37 @@ def morph_report(
     if mass_summary:
         table += "\n\n" + _format_mass(mass, mass_summary)
     return {**summary, "table": table}
+
+
+def _read_sample(
+    files: Sequence[tuple[str, str]],
+    key: str,
+    branches: Sequence[str],
+    cut: str | None,
+    weight: str | None,
+    split: dict[str, Any] | None,
+    events: str,
+    model: Any,
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
+    """The report's events of one sample (one file or several, concatenated): ``(arrays, weights, info)`` with
+    ``info["part"]`` the common part (:func:`_report_part`; ``"mixed"`` if files differ) and, for several files,
+    ``info["files"]`` the per-file details.  Only ``branches`` are held in memory."""
+    held_split = split if split and split.get("fraction", 0) > 0 else None
+    chunks, weights, infos = [], [], []
+    for path, tree in files:
+        part = _report_part(events, split, key, path, tree, model)
+        arrays, w, info = read_split(
+            path, tree, branches, cut, weight, held_split, "holdout" if part == "holdout" else "all"
+        )  # fmt: skip
+        chunks.append(arrays)
+        weights.append(w)
+        infos.append({**info, "part": part})
+    parts = {i["part"] for i in infos}
+    if len(infos) == 1:
+        return chunks[0], weights[0], infos[0]
+    arrays = {n: np.concatenate([c[n] for c in chunks]) for n in chunks[0]}
+    info = {"part": parts.pop() if len(parts) == 1 else "mixed", "selected": int(sum(len(w) for w in weights))}
+    return arrays, np.concatenate(weights), {**info, "files": infos}
 
 
 def _report_part(events: str, split: dict[str, Any] | None, key: str, path: str, tree: str, model: Any) -> str:

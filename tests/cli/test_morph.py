@@ -348,3 +348,29 @@ def test_real_example_files_event_key_split_and_many_inputs(tmp_path, capsys):
     b, _ = read_tree(outdir / "mc_corr.root", "events", ["pt1_corr", "pt2_corr"], library="np")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_report_statistics_over_several_files(trained, tmp_path, capsys):
+    """``morph report`` over several corrected files (a glob) equals the report over their concatenation."""
+    import uproot
+
+    _, _, test, model, _ = trained
+    out = tmp_path / "c.root"
+    assert _run(["apply", str(model), "--in", f"{test}:mc", "--out", str(out), "--no-progress"]) == 0
+    arrays, _ = read_tree(out, "mc", [*VARS, *CONTEXT, *(v + "_corr" for v in VARS)], library="np")
+    (tmp_path / "parts").mkdir()
+    for i, rows in enumerate((slice(0, 300), slice(300, None))):  # the same events in two files
+        with uproot.recreate(tmp_path / "parts" / f"p{i}.root") as f:
+            f.mktree("mc", {k: v.dtype for k, v in arrays.items()})
+            f["mc"].extend({k: v[rows] for k, v in arrays.items()})
+    capsys.readouterr()
+    common = ["--data", f"{test}:data", "--vars", *VARS, "--context", *CONTEXT, "--no-auc", "--mmd-events", "200",
+              "--permutations", "10", "--no-progress"]  # fmt: skip
+    assert _run(["report", *common, "--corrected", f"{out}:mc", "--out", str(tmp_path / "one")]) == 0
+    assert _run(["report", *common, "--corrected", f"{tmp_path}/parts/*.root:mc", "--out", str(tmp_path / "two")]) == 0
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert two["events_mc"] == one["events_mc"] == 700 and len(two["events"]["corrected"]["files"]) == 2
+    for label in ("MC", "corrected MC"):
+        for v in VARS:
+            assert two["metrics"][label]["w1"][v] == pytest.approx(one["metrics"][label]["w1"][v], rel=1e-12)
