@@ -90,7 +90,7 @@ def test_api_pages_render_docstrings(site: Path) -> None:
 
 def test_tutorial_pages_with_figures(site: Path) -> None:
     scripts = sorted((REPO / "tutorials").glob("[0-9][0-9]_*.py"))
-    assert len(scripts) == 7, [s.name for s in scripts]
+    assert len(scripts) == 8, [s.name for s in scripts]
     for script in scripts:
         page = site / "tutorials" / f"{script.stem}.html"
         assert page.is_file(), f"no page for {script.name}"
@@ -106,6 +106,7 @@ def test_tutorial_pages_with_figures(site: Path) -> None:
         "02_flow_families": ["flow_families.png"],
         "04_hep_sim_to_data": ["hep_variables.png", "hep_mass.png"],
         "05_alanine_dipeptide": ["ala2_map_phi_psi.png", "ala2_free_energy_phi.png"],
+        "08_hep_real_events_cli": ["hep_cli_mass.png", "hep_cli_variables.png"],
     }
     for stem, names in figures.items():
         raw = (site / "tutorials" / f"{stem}.html").read_text(encoding="utf-8")

@@ -30,8 +30,9 @@ truth.
 
 What to look at: the report table (``MC``, ``corrected MC`` and the ``data vs data (floor)`` row: a metric of
 corrected MC at the floor is as good as these sample sizes can tell), the mass line (W1 to data and the peak
-width), ``mass.png`` (CMS-like style, data/MC ratio panel, the ensemble envelope) and the coverage printed at the
-end.  With only ~250 physical events per half the floors are large; read every number against its floor.
+width), the mass plot ``hep_cli_mass.png`` (CMS-like style, data/MC ratio panel, the ensemble envelope) and the
+coverage printed at the end.  With only ~250 physical events per half the floors are large; read every number
+against its floor.
 Figures: ``tutorials/figures/hep_cli_*.png`` in full mode (≈ 15 min on one CPU thread), ``--out`` otherwise.
 """
 
@@ -106,8 +107,8 @@ def main(quick: bool = False, out: str | None = None) -> dict:
         "morph", "apply", f"{work}/model.pt", "--in", f"{work}/[dm]*.root:events", "--out", f"{work}/many/",
         "--workers", "0", "--no-progress",
     )  # fmt: skip
-    for name in ("mass.png", "variables.png"):
-        shutil.copy(work / "report" / name, out_dir / f"hep_cli_{name}")
+    for plot, name in (("mass", "hep_cli_mass.png"), ("variables", "hep_cli_variables.png")):
+        shutil.copy(work / "report" / (plot + ".png"), out_dir / name)
     shutil.rmtree(work)
     print(f"figures in {out_dir}/hep_cli_*.png")
     return {"report": report, "coverage": coverage, "train": train, "many": many}

@@ -543,6 +543,7 @@ def morph_report(
                 max_events=auc_events,
             )
         )
+    nbins = int(np.clip(np.sqrt(len(x_data)), 10, 80))  # ~sqrt(n) bins: readable for 500 events and for 10^6
     members = None
     if flow is not None and hasattr(flow, "members"):  # the ensemble's own corrections of these MC events
         members = [{**mc, **m} for m in flow.morph_members({n: mc[n] for n in features}, seed=seed)]
@@ -553,7 +554,9 @@ def morph_report(
         "corrected MC": (x_corr[:, : len(names)], wm),
     }
     plots = [
-        plot_variables(samples, out / "variables.png", names=names, log_y=list(log_y), bands=bands),
+        plot_variables(
+            samples, out / "variables.png", names=names, log_y=list(log_y), bands=bands, bins=min(50, nbins)
+        ),
         plot_correlations(
             {"data": (x_data, wd), "MC": (x_mc, wm), "corrected MC": (x_corr, wm)},
             out / "correlations.png",
@@ -576,6 +579,7 @@ def morph_report(
             plot_mass(
                 {"data": (d[mass], wd), "MC": (mc[mass], wm), "corrected MC": (m_corr, wm)},
                 out / "mass.png",
+                bins=nbins,
                 range_=(float(lo), float(hi)),
                 xlabel=mass,
                 bands={"corrected MC": mass_bands} if mass_bands else None,
