@@ -149,11 +149,11 @@ def test_train_and_report_bad_input(trained, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "extra",
-    [[], ["--validation", "0.3", "--validate-every", "30", "--derive", "m=r9_1 * pt_1"]],
+    "steps,extra",
+    [(400, []), (200, ["--validation", "0.3", "--validate-every", "30", "--derive", "m=r9_1 * pt_1"])],
     ids=["plain", "validation"],
 )
-def test_morph_train_resumes_after_sigkill(tmp_path, extra):
+def test_morph_train_resumes_after_sigkill(tmp_path, steps, extra):
     """``morph train`` killed mid-run and ``--resume``d ends with the parameters of an uninterrupted run (with
     validation-based model selection too: the best step and its parameters survive the kill)."""
     import subprocess
@@ -169,20 +169,20 @@ def test_morph_train_resumes_after_sigkill(tmp_path, extra):
 
     def args(out):
         return ["morph", "train", "--mc", f"{data}:mc", "--data", f"{data}:data", "--vars", *VARS, "--context",
-                *CONTEXT, "--kinds", "r9_1=logit", "sieie_1=log", "iso_1=spike", "pt_1=log", "--steps", "400",
+                *CONTEXT, "--kinds", "r9_1=logit", "sieie_1=log", "iso_1=spike", "pt_1=log", "--steps", str(steps),
                 "--batch-size", "128", "--layers", "2", "--eval-batches", "2", "--checkpoint-every", "20",
                 "--out", str(out), "--no-progress", "--threads", "1", *extra]  # fmt: skip
 
     assert _run(args(tmp_path / "full.pt")[1:]) == 0
     cmd = [sys.executable, "-m", "bgflow_sci.cli", *args(tmp_path / "killed.pt")]
     step = kill_after_checkpoint(cmd, tmp_path / "killed.pt.ckpt", 40)
-    assert 40 <= step < 400 and not (tmp_path / "killed.pt").exists()
+    assert 40 <= step < steps and not (tmp_path / "killed.pt").exists()
     proc = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     resumed = json.loads(proc.stdout)
     assert resumed["resumed"] is True
     if extra:
-        assert resumed["best_step"][0] is not None and resumed["best_step"][0] % 30 in (0, 400 % 30)
+        assert resumed["best_step"][0] is not None and resumed["best_step"][0] % 30 in (0, steps % 30)
     a = load_checkpoint(tmp_path / "full.pt", "variable_model")["state_dict"]
     b = load_checkpoint(tmp_path / "killed.pt", "variable_model")["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -121,13 +121,12 @@ def test_tutorial_rigid_bodies_quick(tmp_path):
 def test_tutorial_hep_real_events_cli_quick(tmp_path):
     require("uproot")
     module = runpy.run_path(str(ROOT / "tutorials" / "08_hep_real_events_cli.py"))
-    r = module["main"](quick=True, out=str(tmp_path))  # CLI subprocesses, 60 steps, 2 members
+    r = module["main"](quick=True, out=str(tmp_path))  # CLI subprocesses, 30 steps, 2 members
     report = r["report"]
     # the report uses exactly the held-out events and shows the floor row
     assert report["events"]["data"]["part"] == "holdout" and report["events"]["corrected"]["part"] == "holdout"
     assert set(report["metrics"]) == {"MC", "corrected MC", "data vs data (floor)"} and report["ensemble"] == 2
     assert report["mass"]["w1"]["MC"] > 2 * report["mass"]["w1"]["data vs data (floor)"]  # the distortion shows
     assert all(0.0 <= c <= 1.0 for c in r["coverage"].values())
-    assert [o["out"].rsplit("/", 1)[-1] for o in r["many"]["outputs"]] == ["data_corr.root", "mc_corr.root"]
     for name in ("hep_cli_mass.png", "hep_cli_variables.png"):
         assert (tmp_path / name).stat().st_size > 10_000
