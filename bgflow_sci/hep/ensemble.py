@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from .morphing import MorphingFlow
@@ -104,9 +103,6 @@ class MorphingEnsemble(nn.Module):
             spread.update({k: np.std([d[k] for d in per_member], axis=0, ddof=1) for k in self.derived})
         return mean, spread
 
-    def eval(self) -> MorphingEnsemble:  # noqa: D102 - nn.Module.eval, typed
-        return super().eval()
-
     # one checkpoint format: the same "variable_model" kind as MorphingFlow (class name, config, weights)
     save = VariableModel.save
     load = classmethod(VariableModel.load.__func__)
@@ -120,5 +116,4 @@ def load_morphing(path: str | os.PathLike, map_location: Any = "cpu") -> Morphin
     classes = {"MorphingFlow": MorphingFlow, "MorphingEnsemble": MorphingEnsemble}
     if kind not in classes:
         raise CheckpointError(f"{str(path)!r} holds a {kind!r}, not a MorphingFlow or MorphingEnsemble")
-    with torch.no_grad():
-        return classes[kind].load(path, map_location=map_location).eval()
+    return classes[kind].load(path, map_location=map_location).eval()
