@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
         evaluate=not args.no_evaluate,
         resume=args.resume,
     )
-    print_json({k: v for k, v in results.items() if k != "config"})
+    if "rank" not in results:  # under torchrun only rank 0 reports
+        print_json({k: v for k, v in results.items() if k != "config"})
     return 0
 
 

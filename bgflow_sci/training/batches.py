@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import distributed
+
 __all__ = ["BatchData", "BatchSource", "as_batch_source"]
 
 Batch = Tensor | Sequence[Tensor | None] | Mapping[str, Tensor | None]
@@ -90,7 +92,9 @@ def _tensor_source(
         return lambda: whole
 
     def draw() -> dict[str, Tensor | None]:
-        idx = torch.randint(len(data), (batch_size,), device=data.device, generator=gen)
+        with distributed.shared_draws():  # under DDP: the global batch's rows, the same on every rank ...
+            idx = torch.randint(len(data), (batch_size,), device=data.device, generator=gen)
+        idx = distributed.part(idx)  # ... of which this rank keeps its slice
         out: dict[str, Tensor | None] = {fields[0]: data[idx]}
         for f in fields[1:]:
             t = aligned.get(f)

@@ -15,6 +15,7 @@ from .._checks import check_batch
 from ..distributions import Distribution
 from ..energies import Energy, as_energy
 from ..reweighting.weights import ess_tensor
+from . import distributed
 from .batches import BatchData, as_batch_source
 
 
@@ -26,6 +27,29 @@ def linlog_cut(u: Tensor, cutoff: float) -> Tensor:
 def _zero_weight_where_not_finite(log_w: Tensor) -> Tensor:
     """``log_w`` with every non-finite entry set to ``-inf`` (weight zero)."""
     return torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -torch.inf))
+
+
+def _sample_with_log_prob(bg, n: int, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``n`` differentiable samples ``x = f(z)`` and ``log q(x)`` for an energy loss, ``context`` rows drawn at random.
+
+    Under distributed training ``n`` is the global batch: the latents (and context rows) are drawn from the shared
+    stream and each rank pushes its own slice through the flow (:mod:`~bgflow_sci.training.distributed`); a model
+    without ``prior`` and ``flow`` then draws ``n / world_size`` samples from the rank's own stream.
+    """
+    stream = distributed.active_stream()
+    with distributed.shared_draws():
+        ctx = None
+        if context is not None:
+            ctx = context[torch.randint(len(context), (n,), device=context.device)]
+        if stream is None:
+            return bg.sample_with_log_prob(n, ctx)
+        if hasattr(bg, "prior") and hasattr(bg, "flow"):
+            z, log_pz = bg.prior.sample_with_log_prob(n, ctx)
+    ctx = stream.part(ctx)
+    if not (hasattr(bg, "prior") and hasattr(bg, "flow")):
+        return bg.sample_with_log_prob(stream.local_size(n), ctx)
+    x, logdet = bg.flow(stream.part(z), ctx)
+    return x, stream.part(log_pz) - logdet
 
 
 class _EnergyLoss:
@@ -132,10 +156,7 @@ class ReverseKL(_EnergyLoss):
         self.last_log_weights: Tensor | None = None
 
     def __call__(self) -> Tensor:
-        ctx = None
-        if self.context is not None:
-            ctx = self.context[torch.randint(len(self.context), (self.batch_size,), device=self.context.device)]
-        x, log_q = self.bg.sample_with_log_prob(self.batch_size, ctx)
+        x, log_q = _sample_with_log_prob(self.bg, self.batch_size, self.context)
         u = self.target.energy(x)
         log_w = -(u + log_q).detach()
         self.last_log_weights = _zero_weight_where_not_finite(log_w)

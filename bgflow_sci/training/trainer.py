@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..io.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from . import distributed
 from .mdmm import EqualityConstraint
 
 __all__ = [
@@ -111,9 +112,18 @@ class Trainer:
     progress: show a tqdm progress bar with the live losses.
     seed: if given, :func:`seed_everything` at construction.
     config: JSON-serialisable user configuration stored in checkpoints.
+    find_unused_parameters: passed to ``DistributedDataParallel`` (distributed runs only): set it when some of the
+        model's parameters get no gradient in some steps.
 
     Non-finite steps (loss or any gradient NaN/inf) leave parameters, optimizer state and multipliers untouched and
     are counted in ``n_skipped``; the global step, and with it the LR schedule, still advances.
+
+    **Distributed** (a process group is running, e.g. under ``torchrun``; :mod:`~bgflow_sci.training.distributed`):
+    the objective runs inside ``DistributedDataParallel`` (gradients averaged across ranks), the batch sizes of
+    the losses are global batches split across the ranks, MDMM multiplier gradients are averaged too, a step is
+    skipped on every rank if it is non-finite on any, logged values are rank means, and only rank 0 writes the
+    log, the progress bar and checkpoints (``save_checkpoint`` must be called on every rank: it gathers the ranks'
+    RNG states). The model starts from rank 0's parameters. ``seed`` is then needed (or taken from rank 0).
     """
 
     def __init__(
@@ -140,6 +150,7 @@ class Trainer:
         progress: bool = True,
         seed: int | None = None,
         config: Mapping[str, Any] | None = None,
+        find_unused_parameters: bool = False,
     ):
         if not losses:
             raise ValueError("Trainer needs at least one loss")
@@ -151,8 +162,20 @@ class Trainer:
             raise ValueError("log_every and checkpoint_every must be >= 1")
         self.config = dict(config or {})
         json.dumps(self.config)  # fail early if not JSON-serialisable
-        if seed is not None:
+        self.rank, self.world_size = distributed.world()
+        self._stream: distributed.SharedStream | None = None
+        if self.world_size > 1:
+            if seed is None:  # every rank needs the same seed for the shared draws: take rank 0's
+                box = [int(torch.randint(2**62, (1,)))]
+                torch.distributed.broadcast_object_list(box, src=0)
+                seed = box[0]
             seed_everything(seed)
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            self._stream = distributed.SharedStream(self.rank, self.world_size, device)
+            seed_everything(distributed.rank_seed(seed, self.rank))  # the rank's own stream
+        elif seed is not None:
+            seed_everything(seed)
+        self.seed = seed
 
         self.model = model
         self.losses = dict(losses)
@@ -175,9 +198,20 @@ class Trainer:
         self.log_every = log_every
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.checkpoint_every = checkpoint_every
-        self.progress = progress
+        self.progress = progress and self.rank == 0
+        self._ddp: nn.Module | None = None
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            ids = [device] if device.type == "cuda" else None
+            # the objective (all loss terms) is the DDP forward: the gradient hooks sit on the model's parameters
+            self._ddp = DistributedDataParallel(
+                _Objective(model, self), device_ids=ids, find_unused_parameters=find_unused_parameters
+            )
 
         self.step = 0
+        self._saved_at = -1
         self.n_skipped = 0
         self.consecutive_skips = 0
         self.elapsed = 0.0
@@ -188,15 +222,9 @@ class Trainer:
         w = self.weights[name]
         return float(w(step) if callable(w) else w)
 
-    def _step(self) -> tuple[bool, dict[str, Tensor], dict[str, float], float]:
-        """One optimisation step; returns (ok, tensors to log, weights, lr used)."""
+    def _objective(self, weights: dict[str, float]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The step's total loss and the values to log (each loss with a non-zero weight, each constraint)."""
         step = self.step
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        self.optimizer.zero_grad(set_to_none=True)
-        for p in self._multipliers:
-            p.grad = None
-
-        weights = {name: self._weight(name, step) for name in self.losses}
         values: dict[str, Tensor] = {}
         total: Tensor | None = None
         for name, fn in self.losses.items():
@@ -213,7 +241,28 @@ class Trainer:
             total = term if total is None else total + term
         if total is None:
             raise ValueError(f"all loss weights are zero at step {step} and there are no constraints")
+        return total, values
+
+    def _step(self) -> tuple[bool, dict[str, Tensor], dict[str, float], float]:
+        """One optimisation step; returns (ok, tensors to log, weights, lr used)."""
+        step = self.step
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.optimizer.zero_grad(set_to_none=True)
+        for p in self._multipliers:
+            p.grad = None
+
+        weights = {name: self._weight(name, step) for name in self.losses}
+        if self._ddp is not None:
+            self._weights_now = weights
+            total, values = self._ddp()
+        else:
+            total, values = self._objective(weights)
         total.backward()
+        if self._ddp is not None:
+            for p in self._multipliers:  # multipliers are not DDP parameters: average their gradients by hand
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= self.world_size
 
         max_norm = float("inf") if self.clip_grad_norm is None else self.clip_grad_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(self._params, max_norm)
@@ -221,6 +270,10 @@ class Trainer:
         for p in self._multipliers:
             if p.grad is not None:
                 finite = finite & torch.isfinite(p.grad).all()
+        if self._ddp is not None:  # skip on every rank if any rank saw a non-finite value
+            flag = finite.to(torch.float32).reshape(1)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = flag[0] > 0
         ok = bool(finite)  # the one host sync per step: the skip decision
         if ok:
             self.optimizer.step()
@@ -253,6 +306,10 @@ class Trainer:
         keys = list(values)
         ref = values["total"]
         numbers = torch.stack([values[k].to(device=ref.device, dtype=torch.float64).reshape(()) for k in keys])
+        if self.world_size > 1:  # rank means (gloo reduces on CPU, nccl on the device)
+            numbers = numbers.cpu() if ref.device.type == "cpu" else numbers
+            torch.distributed.all_reduce(numbers)
+            numbers = numbers / self.world_size
         record: dict[str, Any] = {"step": step}
         record.update({f"loss/{name}": None for name in self.losses})
         record.update(zip(keys, numbers.tolist()))
@@ -271,49 +328,53 @@ class Trainer:
         self._t0 = time.perf_counter()
         end = self.step + n_steps
         log_file = None
-        if self.log_path is not None:
+        if self.log_path is not None and self.rank == 0:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             log_file = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115
-        saved_at = -1
         bar = tqdm(total=n_steps, disable=not self.progress, mininterval=0.5, dynamic_ncols=True, desc="train")
         try:
-            while self.step < end:
-                step = self.step
-                ok, values, weights, lr = self._step()
-                self.step += 1
-                if ok:
-                    self.consecutive_skips = 0
-                else:
-                    self.n_skipped += 1
-                    self.consecutive_skips += 1
-                if not ok or step % self.log_every == 0 or self.step == end:
-                    record = self._record(step, ok, values, weights, lr)
-                    self.history.append(record)
-                    if log_file is not None:
-                        log_file.write(json.dumps(record) + "\n")
-                        log_file.flush()
-                    bar.set_postfix(_postfix(record), refresh=False)
-                bar.update(1)
-                if not ok:
-                    bad = [k for k, v in values.items() if not torch.isfinite(v).all()]
-                    msg = f"step {step}: non-finite {', '.join(bad)}; optimizer step skipped ({self.n_skipped} total)"
-                    warnings.warn(msg, RuntimeWarning, stacklevel=2)
-                    if self.max_consecutive_skips is not None and self.consecutive_skips >= self.max_consecutive_skips:
-                        raise RuntimeError(
-                            f"{self.consecutive_skips} consecutive non-finite steps (last at step {step}: "
-                            f"{', '.join(bad)}); stopping. Lower the learning rate, clip gradients or check the losses."
-                        )
-                if self.checkpoint_path and self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                    self.save_checkpoint(self.checkpoint_path)
-                    saved_at = self.step
+            with distributed.using(self._stream):
+                self._loop(end, bar, log_file)
         finally:
             bar.close()
             if log_file is not None:
                 log_file.close()
             self.elapsed += self._t_run()
-        if self.checkpoint_path is not None and n_steps > 0 and saved_at != self.step:
+        if self.checkpoint_path is not None and n_steps > 0 and self._saved_at != self.step:
             self.save_checkpoint(self.checkpoint_path)
         return self.history
+
+    def _loop(self, end: int, bar, log_file) -> None:
+        self._saved_at = -1
+        while self.step < end:
+            step = self.step
+            ok, values, weights, lr = self._step()
+            self.step += 1
+            if ok:
+                self.consecutive_skips = 0
+            else:
+                self.n_skipped += 1
+                self.consecutive_skips += 1
+            if not ok or step % self.log_every == 0 or self.step == end:
+                record = self._record(step, ok, values, weights, lr)
+                self.history.append(record)
+                if log_file is not None:
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                bar.set_postfix(_postfix(record), refresh=False)
+            bar.update(1)
+            if not ok:
+                bad = [k for k, v in values.items() if not torch.isfinite(v).all()]
+                msg = f"step {step}: non-finite {', '.join(bad)}; optimizer step skipped ({self.n_skipped} total)"
+                warnings.warn(msg, RuntimeWarning, stacklevel=3)
+                if self.max_consecutive_skips is not None and self.consecutive_skips >= self.max_consecutive_skips:
+                    raise RuntimeError(
+                        f"{self.consecutive_skips} consecutive non-finite steps (last at step {step}: "
+                        f"{', '.join(bad)}); stopping. Lower the learning rate, clip gradients or check the losses."
+                    )
+            if self.checkpoint_path and self.checkpoint_every and self.step % self.checkpoint_every == 0:
+                self.save_checkpoint(self.checkpoint_path)
+                self._saved_at = self.step
 
     # --------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -330,7 +391,14 @@ class Trainer:
             "rng": rng_state(),
             "config": self.config,
             "history": list(self.history),
+            **({"distributed": self._distributed_state()} if self._stream is not None else {}),
         }
+
+    def _distributed_state(self) -> dict[str, Any]:
+        """The shared stream and every rank's own RNG states (a collective: all ranks call it)."""
+        ranks: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(ranks, rng_state())
+        return {"world_size": self.world_size, "seed": self.seed, "shared": self._stream.state_dict(), "ranks": ranks}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`, including the global RNG states."""
@@ -346,11 +414,43 @@ class Trainer:
         self.history = list(state.get("history", []))
         if state.get("config", {}) != self.config:
             warnings.warn("checkpoint config differs from this trainer's config", UserWarning, stacklevel=2)
-        set_rng_state(state["rng"])
+        self._load_rng(state)
+
+    def _load_rng(self, state: Mapping[str, Any]) -> None:
+        """Restore the RNG states; a checkpoint of another world size continues the shared draws exactly."""
+        saved = state.get("distributed")
+        if self._stream is None:  # one process: its global stream is what the ranks shared
+            set_rng_state(state["rng"])
+            if saved is not None:
+                torch.set_rng_state(saved["shared"]["cpu"].cpu())
+            return
+        if saved is not None and saved["world_size"] == self.world_size:
+            set_rng_state(saved["ranks"][self.rank])
+            self._stream.load_state_dict(saved["shared"])
+            return
+        if saved is not None:
+            shared = saved["shared"]
+        else:
+            shared = {"cpu": state["rng"]["torch"]}
+        self._stream.load_state_dict(shared)
+        seed_everything(distributed.rank_seed(self.seed, self.rank) + self.step)
+        if self.rank == 0:
+            warnings.warn(
+                f"resuming a {saved['world_size'] if saved else 1}-process checkpoint on {self.world_size} ranks: "
+                "the data and latent draws continue exactly, the ranks' own RNG streams are reseeded",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        """Write :meth:`state_dict` as a ``"trainer"`` checkpoint (:mod:`bgflow_sci.io.checkpoints`, atomic)."""
-        save_checkpoint(path, "trainer", self.state_dict())
+        """Write :meth:`state_dict` as a ``"trainer"`` checkpoint (:mod:`bgflow_sci.io.checkpoints`, atomic).
+
+        Distributed: call on every rank; rank 0 writes, the others wait until the file is complete."""
+        state = self.state_dict()
+        if self.rank == 0:
+            save_checkpoint(path, "trainer", state)
+        if self.world_size > 1:
+            torch.distributed.barrier()
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Resume from :meth:`save_checkpoint` output.
@@ -360,6 +460,20 @@ class Trainer:
         to the model's and optimizer's devices.
         """
         self.load_state_dict(load_checkpoint(path, "trainer"))
+
+
+class _Objective(nn.Module):
+    """The trainer's objective as a module whose ``forward()`` computes the step's loss terms: the one forward
+    that ``DistributedDataParallel`` wraps (the model is its submodule, so DDP hooks the model's parameters)."""
+
+    def __init__(self, model: nn.Module, trainer: Trainer):
+        super().__init__()
+        self.model = model
+        self._trainer = [trainer]  # a list: not a submodule, no reference cycle through nn.Module registration
+
+    def forward(self) -> tuple[Tensor, dict[str, Tensor]]:
+        trainer = self._trainer[0]
+        return trainer._objective(trainer._weights_now)
 
 
 def _postfix(record: Mapping[str, Any]) -> dict[str, str]:
