@@ -13,21 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._hashing import hashed_uniform
+
 __all__ = ["bootstrap_indices", "entry_uniform", "held_out", "holdout_mask"]
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-
-
-def entry_uniform(entries: np.ndarray, seed: int) -> np.ndarray:
-    """Uniform ``[0, 1)`` numbers ``(n,) float64``, one per global entry number ``entries (n,)`` (int >= 0)."""
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps around by design
-        z = np.asarray(entries, dtype=np.uint64) + np.uint64(seed % 2**32) * _GOLDEN + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _M1
-        z = (z ^ (z >> np.uint64(27))) * _M2
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+entry_uniform = hashed_uniform  # the per-entry uniform of the splits (splitmix64 finaliser)
 
 
 def held_out(keys: np.ndarray, fraction: float, seed: int) -> np.ndarray:

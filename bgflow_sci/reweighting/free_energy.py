@@ -85,6 +85,20 @@ def free_energy_difference(
     return Estimate(value, float(bootstrap_std(reps)))
 
 
+def align_replicates(f_rep: Tensor, f_raw: Tensor, log_sums: Tensor) -> Tensor:
+    """Bootstrap replicates ``f_rep`` ``(..., n_bins)`` of an unshifted profile ``f_raw`` ``(n_bins,)``, each shifted
+    by the constant minimising ``sum_k p_k (F^b_k - c_b - F_k)^2`` over bins populated in both (``p_k`` the bin
+    probabilities from the bins' ``log_sums``); ``inf`` where a replicate or the estimate leaves a bin empty."""
+    populated = torch.isfinite(f_raw)
+    p = torch.softmax(torch.where(populated, log_sums, torch.full_like(log_sums, -math.inf)), dim=0)
+    p = torch.where(populated, p, torch.zeros_like(p))
+    both = torch.isfinite(f_rep) & populated
+    diff = torch.where(both, f_rep - f_raw, torch.zeros_like(f_rep))
+    pw = torch.where(both, p.expand_as(f_rep), torch.zeros_like(f_rep))
+    shift = (pw * diff).sum(-1, keepdim=True) / pw.sum(-1, keepdim=True).clamp_min(1e-300)
+    return torch.where(both, f_rep - shift, torch.full_like(f_rep, math.inf))
+
+
 def free_energy_profile(
     cv: Tensor,
     log_w: Tensor | None = None,
@@ -123,15 +137,8 @@ def free_energy_profile(
     f_min = torch.where(populated, f_raw, inf).min()
     f_value = torch.where(populated, f_raw - f_min, inf)
 
-    p = torch.softmax(torch.where(populated, log_sums, torch.full_like(log_sums, -math.inf)), dim=0)
-    p = torch.where(populated, p, torch.zeros_like(p))
-
     def align(f_rep: Tensor) -> Tensor:
-        both = torch.isfinite(f_rep) & populated
-        diff = torch.where(both, f_rep - f_raw, torch.zeros_like(f_rep))
-        pw = torch.where(both, p.expand_as(f_rep), torch.zeros_like(f_rep))
-        shift = (pw * diff).sum(-1, keepdim=True) / pw.sum(-1, keepdim=True).clamp_min(1e-300)
-        return torch.where(both, f_rep - shift, torch.full_like(f_rep, math.inf))
+        return align_replicates(f_rep, f_raw, log_sums)
 
     n_rep = n_bootstrap if bool(populated.any()) else 0
     if chain_ids is not None:

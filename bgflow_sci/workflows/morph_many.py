@@ -41,16 +41,15 @@ every worker (a shared file system for a remote cluster); the paths are made abs
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["apply_many", "expand_inputs", "output_paths"]
+from .parallel import check_workers, import_distributed, run_tasks
 
-_DASK_HINT = 'pip install "bgflow_sci[dask]"'
+__all__ = ["apply_many", "expand_inputs", "output_paths"]
 
 
 # ----------------------------------------------------------------------------------------------------- inputs
@@ -153,27 +152,6 @@ def _morph_one(model: str, file: str, tree: str, out: str, options: dict[str, An
     return {"in": f"{file}:{tree}", "out": summary["out"], "events": summary["events"]}
 
 
-def _same_type(err: BaseException, msg: str) -> Exception:
-    """An exception of ``err``'s type with the message ``msg`` where that type allows it, else a RuntimeError."""
-    try:
-        new = type(err)(msg)
-    except Exception:  # noqa: BLE001 - an exception type that needs other arguments
-        new = None
-    return new if isinstance(new, Exception) and str(new) == msg else RuntimeError(msg)
-
-
-def _raise_first(errors: list[tuple[int, BaseException]], jobs: list[tuple[str, str, str]], done: int) -> None:
-    """Re-raise the failure of the first failed input (in input order) with that input named."""
-    if not errors:
-        return
-    errors.sort(key=lambda e: e[0])
-    i, err = errors[0]
-    msg = f"morphing input {f'{jobs[i][0]}:{jobs[i][1]}'!r} failed: {err} [{done} of {len(jobs)} files were morphed"
-    if len(errors) > 1:
-        msg += f"; {len(errors) - 1} more failed: {[f'{jobs[j][0]}:{jobs[j][1]}' for j, _ in errors[1:]]}"
-    raise _same_type(err, msg + "]") from err
-
-
 # ------------------------------------------------------------------------------------------------------ apply
 def apply_many(
     model: str | Path,
@@ -220,14 +198,9 @@ def apply_many(
             a failed file (after the others ran), its input named.
         ImportError: ``dask.distributed`` is missing (``workers > 0`` or ``scheduler``).
     """
-    from tqdm.auto import tqdm
-
     from .morph import _check_names, load_morphing_model
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers must be an integer >= 0 (0: in-process, no Dask), got {workers!r}")
-    if scheduler is not None and (not isinstance(scheduler, str) or not scheduler):
-        raise ValueError(f"scheduler must be the address of a Dask scheduler, got {scheduler!r}")
+    check_workers(workers, scheduler)
     model_path = Path(model).resolve()
     flow = load_morphing_model(model_path)  # a missing/wrong model or mismatched --vars fail here, not in N tasks
     _check_names(flow, vars, context, repr(str(model)))
@@ -241,7 +214,8 @@ def apply_many(
     existing = [str(p) for p in outs if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{len(existing)} output file(s) exist: {existing}; pass --overwrite to replace them")
-    distributed = _import_distributed() if scheduler is not None or workers > 0 else None  # before any work
+    if scheduler is not None or workers > 0:
+        import_distributed("morphing many files")  # before any work
 
     jobs = [(file, name, str(out)) for (file, name), out in zip(pairs, outs)]
     options = {  # the tree travels in each FILE:TREE
@@ -254,76 +228,22 @@ def apply_many(
         "threads": threads,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any] | None] = [None] * len(jobs)
-    errors: list[tuple[int, BaseException]] = []
-    bar = tqdm(total=len(jobs), unit="file", desc="morph", disable=not progress)
-
-    def finished(i: int) -> None:
-        bar.set_postfix_str(Path(jobs[i][0]).name, refresh=False)
-        bar.update(1)
-
-    try:
-        if scheduler is None and workers == 0:
-            label, n_workers = "in-process", 0
-            for i, (file, name, out) in enumerate(jobs):
-                try:
-                    results[i] = _morph_one(str(model_path), file, name, out, options)
-                except Exception as err:  # noqa: BLE001 - collected, re-raised with the file named below
-                    errors.append((i, err))
-                finished(i)
-        else:
-            with _client(distributed, scheduler, workers) as (client, label):
-                n_workers = len(client.nthreads())
-                futures = {
-                    client.submit(_morph_one, str(model_path), file, name, out, options, pure=False): i
-                    for i, (file, name, out) in enumerate(jobs)
-                }
-                for future in distributed.as_completed(futures):
-                    i = futures[future]
-                    if future.status == "finished":
-                        results[i] = future.result()
-                    elif future.status == "cancelled":  # e.g. the scheduler went away
-                        errors.append((i, RuntimeError("the Dask task was cancelled")))
-                    else:
-                        errors.append((i, future.exception()))
-                    finished(i)
-    finally:
-        bar.close()
-    done = [r for r in results if r is not None]
-    _raise_first(errors, jobs, len(done))
+    results, where = run_tasks(
+        _morph_one,
+        [(str(model_path), file, name, out, options) for file, name, out in jobs],
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        desc="morph",
+        unit="file",
+        name=lambda job: f"{job[1]}:{job[2]}",
+        what="morphing input",
+        verb="were morphed",
+    )
+    done = list(results)
     return {
         "outputs": done,
         "files": len(done),
         "events": int(sum(r["events"] for r in done)),
-        "workers": n_workers,
-        "scheduler": label,
+        **where,
     }
-
-
-def _import_distributed() -> Any:
-    try:
-        import dask  # noqa: F401
-        import distributed
-    except ImportError as err:
-        raise ImportError(
-            f"morphing many files with Dask needs dask.distributed: {_DASK_HINT} (or workers=0 / --workers 0 for "
-            f"the in-process loop without Dask); {err}"
-        ) from err
-    return distributed
-
-
-@contextlib.contextmanager
-def _client(distributed: Any, scheduler: str | None, workers: int) -> Iterator[tuple[Any, str]]:
-    """``(client, label)``: of a local cluster started and shut down here, or of a running scheduler (only the client
-    is closed then)."""
-    if scheduler is not None:
-        with distributed.Client(scheduler) as client:
-            yield client, scheduler
-        return
-    with (
-        distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client, "local"
