@@ -2,8 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
+
+_CHECKS = [os.environ.get("BGFLOW_SCI_CHECKS", "1") not in ("0", "false", "off")]
+
+
+def checks_enabled() -> bool:
+    """Whether the value checks that synchronise with the device run (spline domain checks; see :func:`checks`)."""
+    return _CHECKS[-1]
+
+
+@contextlib.contextmanager
+def checks(enabled: bool) -> Iterator[None]:
+    """Turn the value checks that synchronise with the device on or off inside the block.
+
+    On (the default; ``BGFLOW_SCI_CHECKS=0`` in the environment turns them off globally), a spline input outside its
+    interval domain or non-finite raises ``ValueError`` -- at the price of one device-to-host synchronisation per
+    spline call. Off, such inputs go through unchecked (clamped to the domain) and a CUDA training step has a single
+    host synchronisation (the trainer's skip decision). Shape checks are always on (they cost nothing).
+    """
+    _CHECKS.append(bool(enabled))
+    try:
+        yield
+    finally:
+        _CHECKS.pop()
 
 
 def check_batch(x: Tensor, dim: int, name: str = "x") -> Tensor:
@@ -29,16 +56,5 @@ def check_context(context: Tensor | None, batch: int, context_dim: int) -> Tenso
 
 
 def finite_rows(x: Tensor) -> Tensor:
-    """Boolean mask ``(batch,)`` of rows whose entries are all finite.
-
-    A row whose sum is finite has only finite entries (an infinite or NaN entry makes the sum non-finite), so one
-    cheap row sum decides most rows; only rows with a non-finite sum (which may also be finite rows that overflow)
-    are checked entry by entry.
-    """
-    if x.is_floating_point() and x.dim() >= 1 and x.shape[-1] > 0:
-        ok = torch.isfinite(x.sum(dim=-1))
-        suspect = ~ok
-        if suspect.any():
-            ok = ok | (suspect & torch.isfinite(x).all(dim=-1))
-        return ok
+    """Boolean mask ``(batch,)`` of rows whose entries are all finite (no host synchronisation)."""
     return torch.isfinite(x).all(dim=-1)

@@ -153,7 +153,7 @@ def molecular_boltzmann_generator(
     with torch.no_grad():
         destandardize.shift.copy_(shift)
         destandardize.log_scale.copy_(log_scale)
-    destandardize.initialized.fill_(True)
+    destandardize.mark_initialized()
     destandardize.requires_grad_(False)
     tail = [to_ic, destandardize]
     if tight:  # centred tight torsions -> their circular mean (wrapping keeps them valid torsions)

@@ -32,12 +32,13 @@ def main() -> None:
     parser.add_argument("--kill-at", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--constraint", action="store_true")
+    parser.add_argument("--actnorm", action="store_true", help="a data-dependent initialisation (rank 0's wins)")
     args = parser.parse_args()
     out = Path(args.out)
     torch.set_num_threads(1)
     with init_distributed("cpu") as ctx:
         torch.manual_seed(123 + ctx.rank)  # different initial parameters per rank: DDP must start from rank 0's
-        bg = BoltzmannGenerator(Normal(2), real_nvp(2, 4, hidden=(16,)), DoubleWell2D()).double()
+        bg = BoltzmannGenerator(Normal(2), real_nvp(2, 4, hidden=(16,), actnorm=args.actnorm), DoubleWell2D()).double()
         data = torch.randn(400, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         data = data * torch.tensor([0.3, 1.0], dtype=torch.float64) + torch.tensor([1.7, 0.0], dtype=torch.float64)
         losses = {"ml": MaximumLikelihood(bg, data, BATCH), "kl": ReverseKL(bg, BATCH)}

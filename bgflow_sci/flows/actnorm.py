@@ -23,6 +23,11 @@ class ActNorm(Flow):
         self.shift = nn.Parameter(torch.zeros(dim))
         self.log_scale = nn.Parameter(torch.zeros(dim))
         self.register_buffer("initialized", torch.tensor(False))
+        self._ready = False  # True once ``initialized`` is known to be set: then no device synchronisation per call
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D105
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._ready = bool(self.initialized)
 
     @torch.no_grad()
     def initialize(self, y: Tensor) -> None:
@@ -33,6 +38,12 @@ class ActNorm(Flow):
         self.shift.copy_(y.mean(0))
         self.log_scale.copy_(torch.log(y.std(0) + self.eps))
         self.initialized.fill_(True)
+        self._ready = True
+
+    def mark_initialized(self) -> None:
+        """Keep ``b, s`` as they are (set by hand): no data-dependent initialisation on the first call."""
+        self.initialized.fill_(True)
+        self._ready = True
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_batch(x, self.dim)
@@ -41,7 +52,10 @@ class ActNorm(Flow):
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_batch(y, self.dim)
-        if self.training and not bool(self.initialized) and y.shape[0] > 1:
-            self.initialize(y)
+        if self.training and not self._ready:  # one host synchronisation until it is known to be initialised
+            if bool(self.initialized):
+                self._ready = True
+            elif y.shape[0] > 1:
+                self.initialize(y)
         x = (y - self.shift) * torch.exp(-self.log_scale)
         return x, (-self.log_scale.sum()).expand(y.shape[0])

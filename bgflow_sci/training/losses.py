@@ -56,15 +56,23 @@ class _EnergyLoss:
     """What the energy-based losses share: the mean over the batch's finite terms (the others counted in
     ``n_dropped``) and the Kish ESS of the last batch's log weights for the Trainer's log."""
 
-    n_dropped: int
     last_log_weights: Tensor | None
+    _dropped: Tensor | int = 0
+
+    @property
+    def n_dropped(self) -> int:
+        """Terms left out so far for being non-finite (reading it synchronises with the device)."""
+        return int(self._dropped)
+
+    @n_dropped.setter
+    def n_dropped(self, value: int) -> None:
+        self._dropped = value
 
     def _finite_mean(self, terms: Tensor) -> Tensor:
+        """Mean of the finite terms, without a host synchronisation (``nan`` if none is finite: a skipped step)."""
         ok = torch.isfinite(terms)
-        if not bool(ok.all()):
-            self.n_dropped += int((~ok).sum())
-            terms = terms[ok]
-        return terms.mean()
+        self._dropped = self._dropped + (~ok).sum()
+        return torch.where(ok, terms, torch.zeros_like(terms)).sum() / ok.sum()
 
     def log_values(self) -> dict[str, Tensor]:
         """``{"ess": Kish ESS / n}`` of the last batch (a 0-d tensor; no host synchronisation; empty when no log

@@ -200,6 +200,7 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.progress = progress and self.rank == 0
         self._ddp: nn.Module | None = None
+        self._synced = False
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -277,6 +278,13 @@ class Trainer:
         ok = bool(finite)  # the one host sync per step: the skip decision
         if ok:
             self.optimizer.step()
+            if self._ddp is not None and not self._synced:
+                # data-dependent initialisation (ActNorm) on the first step saw each rank's own slice: from here on
+                # every rank holds rank 0's parameters and buffers
+                with torch.no_grad():
+                    for t in [*self.model.parameters(), *self.model.buffers()]:
+                        torch.distributed.broadcast(t.data, src=0)
+                self._synced = True
             with torch.no_grad():
                 for constraint in self.constraints.values():
                     for p in constraint.parameters():

@@ -154,7 +154,7 @@ def _train(system, out: Path, config_path, overrides, device, dtype, progress, e
             )
             for k, (component, frames) in enumerate(zip(bg.components, bg.split(x_train)))
         ]
-        calibration = bg.calibrate(t["calibration_samples"], rule=t["state_weights"])
+        calibration = bg.calibrate(t["calibration_samples"], rule=t["state_weights"]) if ctx.is_main else None
     else:
         trainers, calibration = [_fit(bg, x_train, t, kl_target, out, "", progress, resume)], None
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0

@@ -32,7 +32,7 @@ def _run(out: Path, *args: str, ranks: int = 2, expect_ok: bool = True) -> subpr
 
 def _max_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
 def test_two_ranks_equal_one_process_and_a_killed_run_resumes(tmp_path):
@@ -52,6 +52,12 @@ def test_two_ranks_equal_one_process_and_a_killed_run_resumes(tmp_path):
     assert float(ddp[0]["multiplier"]) != 0.0  # the constraint did act
     log = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert len(log) == 12  # rank 0 alone writes the log: one line per step, not two
+
+
+def test_a_data_dependent_initialisation_ends_identical_on_all_ranks(tmp_path):
+    _run(tmp_path / "actnorm", "--actnorm")  # ActNorm initialises on each rank's slice; then rank 0's is broadcast
+    a, b = (torch.load(tmp_path / "actnorm" / f"rank{r}.pt") for r in range(2))
+    assert _max_diff(a, b) == 0.0 and bool(a["flow.flows.4.initialized"])
 
 
 def test_shared_stream_draws_the_same_global_batch_and_slices_it():
