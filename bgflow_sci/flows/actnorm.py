@@ -9,6 +9,25 @@ from .._checks import check_batch
 from .base import Flow
 
 
+def _all_ranks(y: Tensor) -> Tensor:
+    """``y`` of every rank concatenated in rank order (``y`` itself without a process group of several ranks)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return y
+    sizes = [None] * dist.get_world_size()
+    dist.all_gather_object(sizes, y.shape[0])
+    parts = [y.new_empty((n, *y.shape[1:])) for n in sizes]
+    if len(set(sizes)) == 1:
+        dist.all_gather(parts, y.contiguous())
+    else:  # unequal local batches: pad to the largest
+        full = y.new_zeros((max(sizes), *y.shape[1:]))
+        full[: y.shape[0]] = y
+        padded = [torch.empty_like(full) for _ in sizes]
+        dist.all_gather(padded, full)
+        parts = [p[:n] for p, n in zip(padded, sizes)]
+    return torch.cat(parts)
+
+
 class ActNorm(Flow):
     """Elementwise affine layer with data-dependent initialisation.
 
@@ -31,8 +50,13 @@ class ActNorm(Flow):
 
     @torch.no_grad()
     def initialize(self, y: Tensor) -> None:
-        """Set ``b, s`` so that ``inverse(y)`` has zero mean and unit variance per dimension."""
+        """Set ``b, s`` so that ``inverse(y)`` has zero mean and unit variance per dimension.
+
+        In distributed training (a process group of several ranks is running) ``y`` is every rank's batch in rank
+        order -- the global batch of :mod:`~bgflow_sci.training.distributed` -- so all ranks start alike (a
+        collective: every rank must call it)."""
         check_batch(y, self.dim)
+        y = _all_ranks(y)
         if y.shape[0] < 2:
             raise ValueError("ActNorm data-dependent initialisation needs a batch of at least 2 samples")
         self.shift.copy_(y.mean(0))
