@@ -41,8 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from energies import build_system  # noqa: E402  (the alanine dipeptide systems of benchmarks/energies.py)
 
-TEST_FOLDERS = ["tests/flows", "tests/distributions", "tests/samplers", "tests/training", "tests/reweighting",
-                "tests/energies/test_torch_ff.py", "tests/energies/test_ff_custom.py", "tests/test_bg.py"]  # fmt: skip
+TEST_FOLDERS = ["tests/test_host_syncs.py", "tests/test_bg.py", "tests/energies/test_torch_ff.py", "tests/flows",
+                "tests/distributions", "tests/samplers", "tests/reweighting", "tests/training/test_trainer.py",
+                "tests/energies/test_ff_custom.py"]  # fmt: skip
 
 
 def sync(device: torch.device) -> None:
@@ -133,8 +134,14 @@ def pytest_section(device: torch.device, seconds: float) -> dict:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(seconds, 10))
         text, timed_out = proc.stdout + proc.stderr, False
     except subprocess.TimeoutExpired as err:
-        text, timed_out = (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else (err.stdout or ""), True
+        out = err.stdout or b""
+        text, timed_out = (out.decode() if isinstance(out, bytes) else out), True
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors)", text)}
+    if timed_out:  # count the progress characters of the lines written so far
+        lines = [line for line in text.splitlines() if re.fullmatch(r"[.FEsxX]+( +\[.*)?", line)]
+        progress = "".join(line.split(" [")[0] for line in lines)
+        counts = {"passed": progress.count("."), "failed": progress.count("F") + progress.count("E"),
+                  "skipped": progress.count("s")}  # fmt: skip
     failures = re.findall(r"^FAILED (\S+)", text, flags=re.M)
     return {"command": " ".join(cmd[1:]), "counts": counts, "failed": failures[:50], "timed_out": timed_out,
             "wall_s": round(time.perf_counter() - t0, 1), "tail": text[-1500:]}  # fmt: skip
@@ -145,7 +152,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="small batches and short timings (a dry run)")
     p.add_argument("--budget", type=float, default=540.0, help="wall-clock seconds for the whole run")
-    p.add_argument("--pytest-seconds", type=float, default=200.0)
+    p.add_argument("--pytest-seconds", type=float, default=180.0)
     p.add_argument("--no-pytest", action="store_true")
     p.add_argument("--out", default=None, help="also write the JSON summary here")
     args = p.parse_args()
