@@ -47,6 +47,23 @@ def max_diff(a: Path, b: Path) -> float:
     return max(float((sa[k].double() - sb[k].double()).abs().max()) for k in sa if sa[k].is_floating_point())
 
 
+def loss_agreement(a: Path, b: Path) -> dict:
+    """How long the logged losses of the two runs agree: the largest relative difference over the first 50 steps
+    and the first logged step where it exceeds 1e-6 (round-off, amplified by the optimisation, grows over a run)."""
+    from bgflow_sci.training import read_metrics
+
+    ra, rb = read_metrics(a), read_metrics(b)
+    first, early = None, 0.0
+    for x, y in zip(ra, rb):
+        keys = [k for k in x if k.startswith("loss/") and x[k] is not None]
+        rel = max(abs(x[k] - y[k]) / max(abs(x[k]), 1e-300) for k in keys)
+        if x["step"] < 50:
+            early = max(early, rel)
+        if first is None and rel > 1e-6:
+            first = x["step"]
+    return {"max_rel_loss_difference_first_50_steps": early, "first_step_rel_loss_difference_above_1e-6": first}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ranks", type=int, default=2)
@@ -75,6 +92,7 @@ def main() -> None:
         "one_process_steps_per_s": round(steps / one, 2),
         "torchrun_steps_per_s": round(steps / ddp, 2),
         "max_abs_parameter_difference": max_diff(work / "one" / "model.pt", work / "ddp" / "model.pt"),
+        **loss_agreement(work / "one" / "metrics.jsonl", work / "ddp" / "metrics.jsonl"),
         "note": "wall times include start-up (imports, data, building the model) of every process",
     }
     print(json.dumps(train, indent=2), file=sys.stderr)

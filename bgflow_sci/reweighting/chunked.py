@@ -60,7 +60,9 @@ class WeightedSums:
     ``shift``: the log weight the sums are relative to (``w = exp(log w - shift)``); ``count``: ``sum m``;
     ``w``, ``w2``: ``sum m w``, ``sum m w^2``; ``observables[name]``: ``sum m w o``; ``regions[name]``: ``(rows, 2)``,
     ``sum m w`` over regions A and B; ``histograms[name]``: ``(rows, bins)`` ``sum m w`` per bin, ``counts[name]``
-    the unweighted samples per bin, ``edges[name]`` the bin edges. All float64 on the CPU.
+    the unweighted samples per bin, ``edges[name]`` the bin edges. Regions and bins have shifts of their own
+    (``region_shifts[name]`` ``(2,)``, ``bin_shifts[name]`` ``(bins,)``: the largest log weight in each), so that a
+    bin far below the largest weight keeps its precision instead of underflowing. All float64 on the CPU.
     """
 
     n: int
@@ -76,6 +78,8 @@ class WeightedSums:
     histograms: dict[str, Tensor] = field(default_factory=dict)
     counts: dict[str, Tensor] = field(default_factory=dict)
     edges: dict[str, Tensor] = field(default_factory=dict)
+    region_shifts: dict[str, Tensor] = field(default_factory=dict)
+    bin_shifts: dict[str, Tensor] = field(default_factory=dict)
 
     def _layout(self) -> tuple:
         hist = tuple(sorted((k, tuple(e.tolist())) for k, e in self.edges.items()))
@@ -94,6 +98,17 @@ class WeightedSums:
         def add(a: Tensor, b: Tensor, power: int = 1) -> Tensor:
             return a * fa**power + b * fb**power
 
+        def add_shifted(a: Tensor, sa: Tensor, b: Tensor, sb: Tensor) -> tuple[Tensor, Tensor]:
+            top = torch.maximum(sa, sb)
+            ga = torch.where(torch.isfinite(sa), torch.exp(sa - torch.where(torch.isfinite(top), top, 0.0)), 0.0)
+            gb = torch.where(torch.isfinite(sb), torch.exp(sb - torch.where(torch.isfinite(top), top, 0.0)), 0.0)
+            return a * ga + b * gb, top
+
+        regions = {k: add_shifted(v, self.region_shifts[k], other.regions[k], other.region_shifts[k])
+                   for k, v in self.regions.items()}  # fmt: skip
+        hists = {k: add_shifted(v, self.bin_shifts[k], other.histograms[k], other.bin_shifts[k])
+                 for k, v in self.histograms.items()}  # fmt: skip
+
         return WeightedSums(
             n=self.n + other.n,
             invalid=self.invalid + other.invalid,
@@ -104,10 +119,12 @@ class WeightedSums:
             w=add(self.w, other.w),
             w2=add(self.w2, other.w2, 2),
             observables={k: add(v, other.observables[k]) for k, v in self.observables.items()},
-            regions={k: add(v, other.regions[k]) for k, v in self.regions.items()},
-            histograms={k: add(v, other.histograms[k]) for k, v in self.histograms.items()},
+            regions={k: v[0] for k, v in regions.items()},
+            histograms={k: v[0] for k, v in hists.items()},
             counts={k: v + other.counts[k] for k, v in self.counts.items()},
             edges=dict(self.edges),
+            region_shifts={k: v[1] for k, v in regions.items()},
+            bin_shifts={k: v[1] for k, v in hists.items()},
         )
 
 
@@ -160,6 +177,21 @@ def chunk_sums(
         raise ValueError(f"every collective variable needs its bin edges: cvs {sorted(cvs)}, edges {sorted(edges)}")
     index = {k: bin_index(_as_float(v, f"collective variable {k!r}", n), edges[k]) for k, v in cvs.items()}
 
+    neg_inf = torch.full_like(lw, -math.inf)
+    region_shifts, region_e = {}, {}
+    for k, ab in reg.items():
+        masked = torch.where(ab.bool() & finite[:, None], lw[:, None], neg_inf[:, None])
+        region_shifts[k] = masked.max(0).values if n else torch.full((2,), -math.inf, dtype=torch.float64)
+        base = torch.where(torch.isfinite(region_shifts[k]), region_shifts[k], 0.0)
+        region_e[k] = torch.where(torch.isfinite(masked), torch.exp(masked - base), 0.0)
+    bin_shifts, bin_e = {}, {}
+    for k, idx in index.items():
+        n_bins = len(edges[k]) - 1
+        peak = torch.full((n_bins + 1,), -math.inf, dtype=torch.float64)
+        peak = peak.scatter_reduce(0, idx, torch.where(finite, lw, neg_inf), reduce="amax", include_self=True)
+        bin_shifts[k] = peak[:n_bins]
+        base = torch.where(torch.isfinite(peak), peak, 0.0)[idx]
+        bin_e[k] = torch.where(finite, torch.exp(lw - base), 0.0)
     rows = 1 + n_bootstrap
     zeros = torch.zeros(rows, dtype=torch.float64)
     out = WeightedSums(
@@ -176,6 +208,8 @@ def chunk_sums(
         histograms={k: torch.zeros(rows, len(edges[k]) - 1, dtype=torch.float64) for k in cvs},
         counts={k: torch.bincount(index[k], minlength=len(edges[k]))[:-1].to(torch.float64) for k in cvs},
         edges=edges,
+        region_shifts=region_shifts,
+        bin_shifts=bin_shifts,
     )
     for lo in range(0, n, _BLOCK):
         hi = min(n, lo + _BLOCK)
@@ -186,12 +220,12 @@ def chunk_sums(
         out.w2 += m @ eb**2
         for k, v in obs.items():
             out.observables[k] += m @ torch.where(eb > 0, eb * v[lo:hi], torch.zeros_like(eb))
-        for k, ab in reg.items():
-            out.regions[k] += m @ (eb[:, None] * ab[lo:hi])
+        for k in reg:
+            out.regions[k] += m @ region_e[k][lo:hi]
         for k, idx in index.items():
             n_bins = len(edges[k]) - 1
             onehot = torch.nn.functional.one_hot(idx[lo:hi], n_bins + 1)[:, :n_bins].to(torch.float64)
-            out.histograms[k] += m @ (eb[:, None] * onehot)
+            out.histograms[k] += m @ (bin_e[k][lo:hi, None] * onehot)
     return out
 
 
@@ -229,12 +263,15 @@ def estimates(sums: WeightedSums) -> dict:
     result["ess"] = float(s.w[0] ** 2 / (s.w2[0] * s.n)) if s.n and s.w[0] > 0 else (math.nan if not s.n else 0.0)
     result["log_z"] = _estimate(log_w - _log(s.count)) if s.n else Estimate(math.nan, math.nan)
     result["averages"] = {k: _estimate(v / s.w) for k, v in s.observables.items()}
-    result["delta_f"] = {k: _estimate(_log(v[:, 0]) - _log(v[:, 1])) for k, v in s.regions.items()}
+    result["delta_f"] = {
+        k: _estimate(_log(v[:, 0]) + s.region_shifts[k][0] - _log(v[:, 1]) - s.region_shifts[k][1])
+        for k, v in s.regions.items()
+    }
     result["profiles"] = {}
     for k, hist in s.histograms.items():
         edges = s.edges[k]
         log_width = torch.log(edges[1:] - edges[:-1])
-        log_sums = _log(hist) + s.shift
+        log_sums = _log(hist) + torch.where(torch.isfinite(s.bin_shifts[k]), s.bin_shifts[k], 0.0)
         f_all = log_width - log_sums
         f_raw = f_all[0]
         populated = torch.isfinite(f_raw)

@@ -29,8 +29,9 @@ def _zero_weight_where_not_finite(log_w: Tensor) -> Tensor:
     return torch.where(torch.isfinite(log_w), log_w, torch.full_like(log_w, -torch.inf))
 
 
-def _sample_with_log_prob(bg, n: int, context: Tensor | None) -> tuple[Tensor, Tensor]:
-    """``n`` differentiable samples ``x = f(z)`` and ``log q(x)`` for an energy loss, ``context`` rows drawn at random.
+def _sample_with_log_prob(bg, n: int, context: Tensor | None, with_context: bool = False):
+    """``n`` differentiable samples ``x = f(z)`` and ``log q(x)`` for an energy loss, ``context`` rows drawn at random
+    (returned as a third item with ``with_context``).
 
     Under distributed training ``n`` is the global batch: the latents (and context rows) are drawn from the shared
     stream and each rank pushes its own slice through the flow (:mod:`~bgflow_sci.training.distributed`); a model
@@ -42,14 +43,17 @@ def _sample_with_log_prob(bg, n: int, context: Tensor | None) -> tuple[Tensor, T
         if context is not None:
             ctx = context[torch.randint(len(context), (n,), device=context.device)]
         if stream is None:
-            return bg.sample_with_log_prob(n, ctx)
+            x, log_q = bg.sample_with_log_prob(n, ctx)
+            return (x, log_q, ctx) if with_context else (x, log_q)
         if hasattr(bg, "prior") and hasattr(bg, "flow"):
             z, log_pz = bg.prior.sample_with_log_prob(n, ctx)
     ctx = stream.part(ctx)
     if not (hasattr(bg, "prior") and hasattr(bg, "flow")):
-        return bg.sample_with_log_prob(stream.local_size(n), ctx)
-    x, logdet = bg.flow(stream.part(z), ctx)
-    return x, stream.part(log_pz) - logdet
+        x, log_q = bg.sample_with_log_prob(stream.local_size(n), ctx)
+    else:
+        x, logdet = bg.flow(stream.part(z), ctx)
+        x, log_q = x, stream.part(log_pz) - logdet
+    return (x, log_q, ctx) if with_context else (x, log_q)
 
 
 class _EnergyLoss:
@@ -146,7 +150,22 @@ class ReverseKL(_EnergyLoss):
     non-finite ones weigh zero), which the :class:`~bgflow_sci.training.Trainer` logs as ``<name>/ess``.
     ``target`` replaces the generator's target in the loss (e.g. a
     :class:`~bgflow_sci.energies.BiasedEnergy`); the logged ESS is then against that target.
+
+    **Gradient estimators** (``gradient``): with ``x = T_θ(z)``, ``z ~ p_Z``, the reparametrised gradient is
+
+    ``∇_θ L = E_z[ ∂_x(log q_θ(x) + u(x)) · ∂_θ T_θ(z) ] + E_z[ ∂_θ log q_θ(x) |_x ]``.
+
+    ``"total"`` (default) backpropagates through both terms. ``"path"`` (Roeder et al. 2017; Vaitl et al. 2022,
+    2024) drops the second, the score term, whose expectation is zero: the same gradient in expectation, with a
+    variance that vanishes as ``q`` approaches the target (``∂_x(log q + u) → 0``). It is computed generically:
+    ``g = ∂_x(log q_θ(x) + u(x))`` at the drawn ``x`` with ``θ`` held fixed (``log q`` through the flow's inverse,
+    ``∂_x u = -F`` from ``energy_and_force``; :attr:`path_gradient_method` says ``"inverse"``), then the surrogate
+    ``mean_i g_i · x_i`` is backpropagated through ``x = T_θ(z)`` -- one inverse pass with its vector-Jacobian
+    product on top of a standard step. The loss value returned (and logged) is the reverse KL itself in both cases.
+    Flows without an inverse cannot use ``"path"``.
     """
+
+    path_gradient_method = "inverse"
 
     def __init__(
         self,
@@ -155,22 +174,48 @@ class ReverseKL(_EnergyLoss):
         energy_cutoff: float | None = None,
         context: Tensor | None = None,
         target: Energy | None = None,
+        gradient: str = "total",
     ):
         if bg.target is None and target is None:
             raise ValueError("ReverseKL needs a BoltzmannGenerator with a target energy (or target=...)")
+        if gradient not in ("total", "path"):
+            raise ValueError(f"gradient must be 'total' or 'path', got {gradient!r}")
         self.bg, self.batch_size, self.energy_cutoff, self.context = bg, batch_size, energy_cutoff, context
         self.target = target if target is not None else bg.target
+        self.gradient = gradient
         self.n_dropped = 0
         self.last_log_weights: Tensor | None = None
 
     def __call__(self) -> Tensor:
-        x, log_q = _sample_with_log_prob(self.bg, self.batch_size, self.context)
+        x, log_q, ctx = _sample_with_log_prob(self.bg, self.batch_size, self.context, with_context=True)
+        if self.gradient == "path":
+            return self._path(x, log_q, ctx)
         u = self.target.energy(x)
         log_w = -(u + log_q).detach()
         self.last_log_weights = _zero_weight_where_not_finite(log_w)
         if self.energy_cutoff is not None:
             u = linlog_cut(u, self.energy_cutoff)
         return self._finite_mean(u + log_q)
+
+    def _path(self, x: Tensor, log_q: Tensor, ctx: Tensor | None) -> Tensor:
+        """The reverse KL with the path gradient (see the class docstring)."""
+        u, force = self.target.energy_and_force(x.detach())
+        log_w = -(u + log_q.detach())
+        self.last_log_weights = _zero_weight_where_not_finite(log_w)
+        du = -force
+        if self.energy_cutoff is not None:  # d/du of the linear-logarithmic cut
+            slope = torch.where(u > self.energy_cutoff, 1.0 / (1.0 + (u - self.energy_cutoff).clamp(min=0.0)), 1.0)
+            du = du * slope[:, None]
+            u = linlog_cut(u, self.energy_cutoff)
+        with torch.enable_grad():
+            x_fixed = x.detach().requires_grad_(True)
+            (d_log_q,) = torch.autograd.grad(self.bg.log_prob(x_fixed, ctx).sum(), x_fixed)
+        g = d_log_q + du
+        ok = torch.isfinite(u + log_q.detach()) & torch.isfinite(g).all(-1)
+        g = torch.where(ok[:, None], g, torch.zeros_like(g))
+        surrogate = torch.where(ok, (g * x).sum(-1), torch.zeros_like(u)).sum() / ok.sum()
+        value = self._finite_mean((u + log_q).detach())
+        return value + surrogate - surrogate.detach()
 
 
 class ForceMatching:

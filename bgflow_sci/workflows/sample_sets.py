@@ -23,6 +23,7 @@ every sample, is not drawn).
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -45,15 +46,22 @@ CHUNK_NAME = "samples_{:05d}.npz"
 
 
 # ------------------------------------------------------------------------------------------------------ draw
+@functools.lru_cache(maxsize=2)
+def _model(checkpoint: str, device: str, mtime_ns: int):
+    """The model of ``checkpoint``, loaded once per worker process (and again when the file changes)."""
+    from .models import load_model
+
+    return load_model(checkpoint, device)
+
+
 def _draw_chunk(checkpoint: str, k: int, n: int, out: str, seed: int, device: str, batch_size, threads: int) -> dict:
     """One chunk (a Dask task, or a step of the in-process loop)."""
-    from .models import load_model
     from .sample import write_samples
 
     if threads > 0:
         torch.set_num_threads(threads)
+    module, config, bg = _model(checkpoint, device, os.stat(checkpoint).st_mtime_ns)
     torch.manual_seed(seed + k)
-    module, config, bg = load_model(checkpoint, device)
     path = write_samples(module, bg, n, out, batch_size or config["evaluate"]["batch_size"], config)
     return {"file": str(path), "samples": n}
 

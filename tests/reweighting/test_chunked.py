@@ -74,3 +74,17 @@ def test_poisson_multiplicities_and_bad_input():
         chunk_sums(torch.zeros(3), n_bootstrap=2) + chunk_sums(torch.zeros(3), n_bootstrap=3)
     empty = estimates(chunk_sums(torch.full((4,), -math.inf), n_bootstrap=5))
     assert empty["ess"] == 0.0 and empty["log_z"].value == -math.inf
+
+
+def test_bins_and_regions_far_below_the_largest_weight_keep_their_precision():
+    x = torch.linspace(-3.9, 3.9, 4000, dtype=torch.float64)
+    lw = -300.0 * x**2  # weights spanning e^-4500: a single shift would underflow every bin but the central ones
+    est = estimates(merge_sums([chunk_sums(lw[:1500], 0, regions={"ab": (x[:1500] < -2, x[:1500] > 2)},
+                                           cvs={"x": x[:1500]}, edges={"x": EDGES}, n_bootstrap=4),
+                                chunk_sums(lw[1500:], 1500, regions={"ab": (x[1500:] < -2, x[1500:] > 2)},
+                                           cvs={"x": x[1500:]}, edges={"x": EDGES}, n_bootstrap=4)]))  # fmt: skip
+    prof = rw.free_energy_profile(x, lw, EDGES, n_bootstrap=0)
+    assert bool(torch.isfinite(prof.free_energy).all())
+    torch.testing.assert_close(est["profiles"]["x"]["reweighted"].free_energy, prof.free_energy, rtol=1e-12, atol=1e-9)
+    ref = rw.free_energy_difference(lw, x < -2, x > 2, n_bootstrap=0)
+    assert est["delta_f"]["ab"].value == pytest.approx(ref.value, abs=1e-9)
