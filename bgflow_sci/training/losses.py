@@ -158,8 +158,9 @@ class ReverseKL(_EnergyLoss):
     ``"total"`` (default) backpropagates through both terms. ``"path"`` (Roeder et al. 2017; Vaitl et al. 2022,
     2024) drops the second, the score term, whose expectation is zero: the same gradient in expectation, with a
     variance that vanishes as ``q`` approaches the target (``∂_x(log q + u) → 0``). It is computed generically:
-    ``g = ∂_x(log q_θ(x) + u(x))`` at the drawn ``x`` with ``θ`` held fixed (``log q`` through the flow's inverse,
-    ``∂_x u = -F`` from ``energy_and_force``; :attr:`path_gradient_method` says ``"inverse"``), then the surrogate
+    ``g = ∂_x(log q_θ(x) + u(x))`` at the drawn ``x`` with ``θ`` held fixed (``∂_x log q`` as the force of the
+    energy ``-log q`` through the flow's inverse, ``∂_x u = -F``, both from ``energy_and_force``;
+    :attr:`path_gradient_method` says ``"inverse"``), then the surrogate
     ``mean_i g_i · x_i`` is backpropagated through ``x = T_θ(z)`` -- one inverse pass with its vector-Jacobian
     product on top of a standard step. The loss value returned (and logged) is the reverse KL itself in both cases.
     Flows without an inverse cannot use ``"path"``.
@@ -207,9 +208,8 @@ class ReverseKL(_EnergyLoss):
             slope = torch.where(u > self.energy_cutoff, 1.0 / (1.0 + (u - self.energy_cutoff).clamp(min=0.0)), 1.0)
             du = du * slope[:, None]
             u = linlog_cut(u, self.energy_cutoff)
-        with torch.enable_grad():
-            x_fixed = x.detach().requires_grad_(True)
-            (d_log_q,) = torch.autograd.grad(self.bg.log_prob(x_fixed, ctx).sum(), x_fixed)
+        # ∂x log q at fixed θ: the force of the energy -log q (the one Energy API; as force matching does)
+        _, d_log_q = as_energy(lambda y: -self.bg.log_prob(y, ctx), dim=x.shape[-1]).energy_and_force(x.detach())
         g = d_log_q + du
         ok = torch.isfinite(u + log_q.detach()) & torch.isfinite(g).all(-1)
         g = torch.where(ok[:, None], g, torch.zeros_like(g))

@@ -22,6 +22,7 @@ def ml_then_kl(
     lr: float = 1e-3,
     schedule: str = "cosine",
     kl_target: Energy | None = None,
+    kl_gradient: str = "total",
     **trainer_kwargs: Any,
 ) -> Trainer:
     """Boltzmann-generator training of Noé et al. 2019: maximum likelihood on data, then reverse KL.
@@ -32,11 +33,14 @@ def ml_then_kl(
     :class:`~bgflow_sci.energies.BiasedEnergy` that lifts a rare basin; the generator's exact target still gives the
     importance weights).  ``data`` is a tensor of samples or any batch source of
     :func:`~bgflow_sci.training.batches.as_batch_source` (as :class:`MaximumLikelihood` takes it).  Returns the
-    :class:`Trainer` (call ``train``).
+    :class:`Trainer` (call ``train``). ``kl_gradient``: the reverse-KL gradient estimator, ``"total"`` or ``"path"``
+    (:class:`ReverseKL`).
     """
     losses = {"ml": MaximumLikelihood(bg, data, batch_size)}
     if kl_steps > 0:
-        losses["kl"] = ReverseKL(bg, kl_batch_size or batch_size, energy_cutoff=energy_cutoff, target=kl_target)
+        losses["kl"] = ReverseKL(
+            bg, kl_batch_size or batch_size, energy_cutoff=energy_cutoff, target=kl_target, gradient=kl_gradient
+        )
     weights = {"ml": lambda step: 1.0 if step < ml_steps else ml_anchor}
     if kl_steps > 0:
         weights["kl"] = lambda step: 0.0 if step < ml_steps else 1.0

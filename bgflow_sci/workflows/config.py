@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 TRAIN_DEFAULTS: dict[str, Any] = {
+    # "ml_kl": maximum likelihood, then reverse KL (standard gradient); "path_kl": the same with the path-gradient
+    # reverse KL (ReverseKL(gradient="path"))
+    "method": "ml_kl",
     "ml_steps": 2000,
     "kl_steps": 0,
     "batch_size": 256,

@@ -195,6 +195,9 @@ def _train(system, out: Path, config_path, overrides, device, dtype, progress, e
 def _fit(bg, data: torch.Tensor, t: dict[str, Any], kl_target, out: Path, tag: str, progress: bool, resume: bool):
     """Run :func:`ml_then_kl` with the ``train`` settings ``t`` on ``bg``, checkpointing to
     ``out/checkpoint<tag>.pt``; with ``resume`` continue from that checkpoint. Returns the trainer."""
+    methods = {"ml_kl": "total", "path_kl": "path"}
+    if t["method"] not in methods:
+        raise ValueError(f"train.method must be one of {sorted(methods)}, got {t['method']!r}")
     log_path, checkpoint = out / f"metrics{tag}.jsonl", out / f"checkpoint{tag}.pt"
     total = t["ml_steps"] + t["kl_steps"]
     if not (resume and checkpoint.is_file()) and is_main_process():
@@ -213,6 +216,7 @@ def _fit(bg, data: torch.Tensor, t: dict[str, Any], kl_target, out: Path, tag: s
         final_lr_factor=t["final_lr_factor"],
         weight_decay=t["weight_decay"],
         kl_target=kl_target,
+        kl_gradient=methods[t["method"]],
         log_path=log_path,
         log_every=10,
         seed=t["seed"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -74,3 +76,16 @@ def test_path_gradient_drops_non_finite_samples_and_rejects_unknown_estimators()
     assert loss.n_dropped > 0
     with pytest.raises(ValueError, match="'total' or 'path'"):
         ReverseKL(bg, 8, gradient="score")
+
+
+def test_train_method_selects_the_path_gradient(tmp_path):
+    from bgflow_sci.training import read_metrics
+    from bgflow_sci.workflows.train import train
+
+    toy = Path(__file__).parents[1] / "workflows" / "toy_system"
+    settings = {"train": {"ml_steps": 20, "kl_steps": 20, "method": "path_kl"}}
+    results = train(toy, tmp_path / "path", overrides=settings, progress=False, evaluate=False)
+    assert results["steps"] == 40 and results["config"]["train"]["method"] == "path_kl"
+    assert read_metrics(tmp_path / "path" / "metrics.jsonl")[-1]["loss/kl"] is not None
+    with pytest.raises(ValueError, match=r"train.method must be one of \['ml_kl', 'path_kl'\]"):
+        train(toy, tmp_path / "bad", overrides={"train": {"method": "fab"}}, progress=False, evaluate=False)
