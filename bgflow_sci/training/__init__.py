@@ -1,6 +1,7 @@
 """Losses and the one Trainer that drives every model of the package."""
 
 from .batches import BatchSource, as_batch_source
+from .fab import FlowAnnealedBootstrap
 from .flow_matching import FlowMatching, ot_pairing
 from .losses import ForceMatching, FreeEnergyPerturbation, MaximumLikelihood, ReverseKL, linlog_cut
 from .mdmm import EqualityConstraint, InequalityConstraint, MDMMConstraint
@@ -11,6 +12,7 @@ from .trainer import Trainer, read_metrics, seed_everything
 __all__ = [
     "BatchSource",
     "EqualityConstraint",
+    "FlowAnnealedBootstrap",
     "FlowMatching",
     "ForceMatching",
     "FreeEnergyPerturbation",
