@@ -14,7 +14,8 @@ buffer of ``buffer_size`` samples with its log weights and the ``log q`` it was 
 ``batch_size`` buffer entries with probability ``∝ w`` (with replacement) and minimises ``-mean log q_θ(x)`` on them,
 then corrects their weights for the changed flow, ``log w ← log w + log q_old(x) - log q_θ(x)`` (``g`` depends on
 ``q``). Target energy evaluations are counted in :attr:`n_energy_evaluations` (each evaluated configuration once,
-energies and forces together) and logged.
+energies and forces together) and logged. The buffer and counters are part of the trainer's checkpoints
+(:meth:`state_dict`), so a resumed FAB run continues exactly.
 """
 
 from __future__ import annotations
@@ -149,6 +150,17 @@ class FlowAnnealedBootstrap:
             b["log_w"][idx] = b["log_w"][idx] + b["log_q"][idx] - log_q.detach()
             b["log_q"][idx] = log_q.detach()
         return -log_q.mean()
+
+    def state_dict(self) -> dict:
+        """The replay buffer, the call count and the evaluation count (checkpointed by the Trainer)."""
+        buffer = {k: v.detach().cpu() for k, v in self.buffer.items()} if self.buffer is not None else None
+        return {"buffer": buffer, "calls": self.calls, "energy_evaluations": self.target.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = next((p.device for p in self.bg.parameters()), torch.device("cpu"))
+        buffer = state.get("buffer")
+        self.buffer = {k: v.to(device) for k, v in buffer.items()} if buffer is not None else None
+        self.calls, self.target.count = int(state["calls"]), int(state["energy_evaluations"])
 
     def log_values(self) -> dict[str, Tensor]:
         """Kish ESS of the last AIS weights (or of the buffer's) and the energy evaluations so far."""

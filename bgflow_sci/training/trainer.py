@@ -386,7 +386,8 @@ class Trainer:
 
     # --------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (model, optimizer, scheduler, multipliers, RNG states, counters)."""
+        """Everything needed to resume exactly (model, optimizer, scheduler, multipliers, RNG states, counters, and
+        the state of losses that keep one, such as FAB's replay buffer)."""
         return {
             "step": self.step,
             "n_skipped": self.n_skipped,
@@ -399,14 +400,26 @@ class Trainer:
             "rng": rng_state(),
             "config": self.config,
             "history": list(self.history),
+            "losses": self._loss_states(),
             **({"distributed": self._distributed_state()} if self._stream is not None else {}),
+        }
+
+    def _loss_states(self) -> dict[str, Any]:
+        """The state of every loss that has one (``state_dict``/``load_state_dict``, e.g. FAB's replay buffer)."""
+        return {
+            name: fn.state_dict()
+            for name, fn in self.losses.items()
+            if callable(getattr(fn, "state_dict", None)) and callable(getattr(fn, "load_state_dict", None))
         }
 
     def _distributed_state(self) -> dict[str, Any]:
         """The shared stream and every rank's own RNG states (a collective: all ranks call it)."""
         ranks: list[Any] = [None] * self.world_size
         torch.distributed.all_gather_object(ranks, rng_state())
-        return {"world_size": self.world_size, "seed": self.seed, "shared": self._stream.state_dict(), "ranks": ranks}
+        losses: list[Any] = [None] * self.world_size  # per-rank loss states (FAB keeps one buffer per rank)
+        torch.distributed.all_gather_object(losses, self._loss_states())
+        return {"world_size": self.world_size, "seed": self.seed, "shared": self._stream.state_dict(), "ranks": ranks,
+                "losses": losses}  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`, including the global RNG states."""
@@ -422,6 +435,13 @@ class Trainer:
         self.history = list(state.get("history", []))
         if state.get("config", {}) != self.config:
             warnings.warn("checkpoint config differs from this trainer's config", UserWarning, stacklevel=2)
+        losses = state.get("losses", {})
+        saved = state.get("distributed")
+        if saved is not None and self._stream is not None and saved["world_size"] == self.world_size:
+            losses = saved.get("losses", [losses] * self.world_size)[self.rank]
+        for name, loss_state in losses.items():
+            if name in self.losses and callable(getattr(self.losses[name], "load_state_dict", None)):
+                self.losses[name].load_state_dict(loss_state)
         self._load_rng(state)
 
     def _load_rng(self, state: Mapping[str, Any]) -> None:

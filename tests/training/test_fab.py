@@ -48,3 +48,21 @@ def test_fab_rejects_bad_settings():
     bg.target = None
     with pytest.raises(ValueError, match="target energy"):
         FlowAnnealedBootstrap(bg)
+
+
+def test_fab_with_its_buffer_resumes_exactly(tmp_path):
+    def run(steps: int, resume: bool = False) -> dict:
+        bg = _generator(3)
+        fab = FlowAnnealedBootstrap(bg, 32, n_ais_steps=2, n_leapfrog=2, buffer_size=256, refresh_every=3)
+        trainer = Trainer(bg, {"fab": fab}, lr=3e-3, progress=False, seed=1, checkpoint_path=tmp_path / "c.pt")
+        if resume:
+            trainer.load_checkpoint(tmp_path / "c.pt")
+        trainer.train(steps - trainer.step)
+        return {**bg.state_dict(), "evals": torch.tensor(fab.n_energy_evaluations), "buffer": fab.buffer["log_w"]}
+
+    run(7)  # a checkpoint at step 7, inside a refresh period, with a partly corrected buffer
+    resumed = run(12, resume=True)
+    (tmp_path / "c.pt").unlink()
+    full = run(12)
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
